@@ -1,0 +1,1 @@
+"""Export to mobile formats (ExecuTorch, Core ML, TFLite/LiteRT, ONNX). Backends are imported lazily."""
