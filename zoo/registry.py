@@ -28,7 +28,7 @@ TASK_DEFAULT_DEGRADATION = {
 }
 
 # Model families whose modules register their variants when imported (one file per family).
-_FAMILY_MODULES = ("zoo.models.hinet", "zoo.models.inr")
+_FAMILY_MODULES = ("zoo.models.hinet", "zoo.models.hinet_lite")
 
 
 @dataclass(frozen=True)
