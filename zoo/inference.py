@@ -116,6 +116,10 @@ def restore_files(model_name: str, inputs: Sequence[str | Path], output: str | P
         model.progress = progress
     tiles = TileSettings.for_card(card, tile, overlap)
     loaded = [read_image(p) for p in inputs]  # fail on a bad input before anything is written
+    for image, target in zip(loaded, targets):
+        if image.alpha is not None and target.suffix.lower() in (".jpg", ".jpeg"):
+            raise ZooError(f"{image.path} has an alpha channel that JPEG output {target} cannot keep",
+                           "write PNG (-o with .png or a folder)")
     records = []
     for image, target in zip(loaded, targets):
         start = time.perf_counter()
