@@ -160,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=256, help="centre crop size in pixels (0 = whole photo)")
     p.set_defaults(func=cmd_demo)
 
+    from zoo.train import add_arguments as add_train_arguments, run as run_training
+
+    p = sub.add_parser("train", help="train a model from a YAML experiment config (DDP with torchrun)")
+    add_train_arguments(p)
+    p.set_defaults(func=run_training)
+    p = sub.add_parser("distill", help="distill a lite student from a teacher (YAML config)")
+    add_train_arguments(p)
+    p.set_defaults(func=lambda a: run_training(a, distill=True))
+
     p = sub.add_parser("bench-inr", help="zero-shot INR ablation and baselines on CBSD68 crops",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,0 +1,509 @@
+"""The training engine: configs, losses, schedule, patch stream, checkpoints, resume, NaN, DDP.
+
+Everything runs tiny HINets (wf 4, depth 2) on 16-pixel patches of synthetic images made in
+tmp_path, so each training run takes a second or two on one CPU core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from zoo.errors import ZooError
+from zoo.train.config import config_from_dict, load_config
+from zoo.train.data import PatchBatches, TrainingImage, dihedral, split_pool, training_pool
+from zoo.train.engine import TrainingDiverged, TaskObjective, build_model, latest_checkpoint, learning_rate, train
+from zoo.train.losses import StageLoss, charbonnier_loss, l1_loss, psnr_loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A photo-like uint8 RGB image: low-frequency colour fields plus a little texture."""
+    coarse = rng.random((height // 8 + 2, width // 8 + 2, 3))
+    image = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((width, height), Image.BICUBIC))
+    texture = rng.integers(-12, 13, size=(height, width, 3))
+    return np.clip(image.astype(int) + texture, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def pool_dir(tmp_path) -> Path:
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for index in range(4):
+        Image.fromarray(_smooth_image(rng, 48 + 8 * index, 64)).save(folder / f"img_{index}.png")
+    return folder
+
+
+def tiny_config(pool: Path, **sections) -> dict:
+    """A raw config dict for a tiny run on ``pool``; ``sections`` update the sections key by key."""
+    raw = {
+        "name": "tiny",
+        "model": {"family": "hinet", "kwargs": {"wf": 4, "depth": 2}},
+        "data": {"sources": [str(pool)], "degradation": "gaussian:25", "val_images": 1, "val_crop": 32,
+                 "patch_size": 16, "batch_size": 2},
+        "loss": {"type": "psnr", "stage_weights": [0.5, 0.5]},
+        "optimizer": {"type": "adam", "lr": 2e-3, "betas": [0.9, 0.99]},
+        "schedule": {"type": "cosine", "eta_min": 1e-6},
+        "train": {"iterations": 4, "grad_clip": 1.0, "ema_decay": 0.5, "val_interval": 0,
+                  "checkpoint_interval": 2, "log_interval": 1, "seed": 3, "device": "cpu"},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    return raw
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from zoo.checkpoints import read_state_dict
+
+    return read_state_dict(path)
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def test_config_errors_name_the_key_path(pool_dir):
+    with pytest.raises(ZooError, match=r"optimizer\.lr must be a finite number, got 'fast'"):
+        config_from_dict(tiny_config(pool_dir, optimizer={"lr": "fast"}))
+    with pytest.raises(ZooError, match=r"unknown config key train\.iteratons.*did you mean 'iterations'"):
+        config_from_dict(tiny_config(pool_dir, train={"iteratons": 5}))
+    with pytest.raises(ZooError, match=r"data\.batch_size must be an integer, got 2\.5"):
+        config_from_dict(tiny_config(pool_dir, data={"batch_size": 2.5}))
+    with pytest.raises(ZooError, match=r"data\.flips must be true or false, got 'yes'"):
+        config_from_dict(tiny_config(pool_dir, data={"flips": "yes"}))
+    with pytest.raises(ZooError, match=r"loss\.type must be one of 'psnr', 'l1', 'charbonnier', got 'l2'"):
+        config_from_dict(tiny_config(pool_dir, loss={"type": "l2"}))
+    with pytest.raises(ZooError, match=r"unknown config key optimiser"):
+        config_from_dict({**tiny_config(pool_dir), "optimiser": {}})
+    with pytest.raises(ZooError, match=r"optimizer\.betas\[1\] must be a finite number"):
+        config_from_dict(tiny_config(pool_dir, optimizer={"betas": [0.9, None]}))
+    with pytest.raises(ZooError, match=r"train\.grad_clip must be a finite number or null, got 'nan'"):
+        config_from_dict(tiny_config(pool_dir, train={"grad_clip": "nan"}))
+    with pytest.raises(ZooError, match=r"optimizer\.lr must be > 0, got -0\.1"):
+        config_from_dict(tiny_config(pool_dir, optimizer={"lr": -0.1}))
+
+
+def test_config_refuses_evaluation_sets_for_training_and_validation(pool_dir, tmp_path):
+    for name in ("set5", "Set14", "bsd68", "CBSD68"):
+        with pytest.raises(ZooError, match=r"data\.sources\[0\].*evaluation-only"):
+            config_from_dict(tiny_config(pool_dir, data={"sources": [name]}))
+    with pytest.raises(ZooError, match=r"data\.sources\[1\].*evaluation-only"):
+        config_from_dict(tiny_config(pool_dir, data={"sources": ["urban100", "/data/somewhere/bsd68/"]}))
+    with pytest.raises(ZooError, match=r"data\.val_paired\.target.*evaluation-only"):
+        config_from_dict(tiny_config(pool_dir, data={"val_paired": {"input": "x/noisy", "target": "x/Set5"}}))
+    # A link under another name passes the config check but not the data check (resolved path).
+    root = tmp_path / "root"
+    (root / "set14").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "set14" / "a.png")
+    (tmp_path / "my_photos").symlink_to(root / "set14")
+    config = config_from_dict(tiny_config(pool_dir, data={"sources": [str(tmp_path / "my_photos")],
+                                                          "data_root": str(root)}))
+    with pytest.raises(ZooError, match="evaluation-only"):
+        training_pool(config.data)
+
+
+def test_overrides_are_parsed_as_yaml_and_checked(pool_dir, tmp_path):
+    path = tmp_path / "exp.yaml"
+    raw = tiny_config(pool_dir)
+    del raw["name"]
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, ["optimizer.lr=1e-4", "train.iterations=7", "optimizer.betas=[0.8, 0.9]",
+                                "train.grad_clip=null"])
+    assert config.name == "exp"  # from the file name
+    assert config.optimizer.lr == pytest.approx(1e-4) and isinstance(config.optimizer.lr, float)
+    assert config.train.iterations == 7 and config.optimizer.betas == [0.8, 0.9] and config.train.grad_clip is None
+    with pytest.raises(ZooError, match=r"train\.iterations must be an integer, got 'many'"):
+        load_config(path, ["train.iterations=many"])
+    with pytest.raises(ZooError, match=r"unknown config key train\.speed"):
+        load_config(path, ["train.speed=3"])
+    with pytest.raises(ZooError, match="is not key.path=value"):
+        load_config(path, ["train.iterations"])
+    # PyYAML reads 2e-4 (no dot) as a string: numeric strings are accepted for numbers.
+    path.write_text(path.read_text().replace("lr: 0.002", "lr: 2e-4"))
+    assert load_config(path).optimizer.lr == pytest.approx(2e-4)
+    assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    from zoo.registry import get_card
+
+    config = load_config(path)
+    assert config.train.iterations > 0
+    for spec in (config.model, config.distill.teacher if config.distill else None):
+        if spec is not None and spec.name:
+            assert get_card(spec.name).name == spec.name  # a registered model
+    if config.distill is not None:
+        assert config.distill.teacher.weights
+
+
+# ------------------------------------------------------------------------------ losses, lr
+
+
+def test_losses_match_independent_formulas():
+    generator = torch.Generator().manual_seed(0)
+    pred = torch.rand(3, 3, 8, 8, generator=generator)
+    target = torch.rand(3, 3, 8, 8, generator=generator)
+    p, t = pred.double().numpy(), target.double().numpy()
+    mse = ((p - t) ** 2).reshape(3, -1).mean(axis=1)
+    assert float(psnr_loss(pred, target)) == pytest.approx(np.mean(10 * np.log10(mse + 1e-8)), rel=1e-5)
+    assert float(l1_loss(pred, target)) == pytest.approx(np.abs(p - t).mean(), rel=1e-5)
+    assert float(charbonnier_loss(pred, target, 0.1)) == pytest.approx(np.sqrt((p - t) ** 2 + 0.01).mean(), rel=1e-5)
+    stage1 = pred * 0.5
+    total, terms = StageLoss("l1", [0.25, 2.0])([stage1, pred], target)
+    expected = 0.25 * np.abs(p * 0.5 - t).mean() + 2.0 * np.abs(p - t).mean()
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+    assert set(terms) == {"loss_stage1", "loss_stage2"}
+    total, _ = StageLoss("l1")([stage1, pred], target)  # no weights: the final output only
+    assert float(total) == pytest.approx(np.abs(p - t).mean(), rel=1e-5)
+    with pytest.raises(ZooError, match="3 weights but the model returns 2 stages"):
+        StageLoss("l1", [1, 1, 1])([stage1, pred], target)
+
+
+def test_cosine_schedule_equals_torch_cosine_annealing_and_basicsr_warmup():
+    from zoo.train.config import ScheduleConfig
+
+    total, base, eta_min = 50, 2e-4, 1e-7
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=base)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=eta_min)
+    schedule = ScheduleConfig(type="cosine", eta_min=eta_min)
+    for iteration in range(total):
+        expected = optimizer.param_groups[0]["lr"]
+        assert learning_rate(schedule, base, total, iteration) == pytest.approx(expected, rel=1e-9)
+        optimizer.step()
+        scheduler.step()
+    warm = ScheduleConfig(type="cosine", eta_min=eta_min, warmup_iterations=10)
+    assert learning_rate(warm, base, total, 0) == pytest.approx(base / 10)
+    assert learning_rate(warm, base, total, 9) == pytest.approx(base)
+    assert learning_rate(warm, base, total, 10) == pytest.approx(learning_rate(schedule, base, total, 10))
+    assert learning_rate(ScheduleConfig(type="constant"), base, total, 33) == base
+
+
+def test_ema_follows_the_warmed_up_average():
+    from zoo.train.engine import EMA
+
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.9)
+    expected = np.zeros(2)
+    for update, value in enumerate([1.0, 3.0, -2.0, 5.0], start=1):
+        torch.nn.init.constant_(model.weight, value)
+        ema.update(model, update)
+        decay = min(0.9, (1 + update) / (10 + update))  # 2/11, 3/12, 4/13, 5/14
+        expected = decay * expected + (1 - decay) * value
+        np.testing.assert_allclose(ema.module.weight.detach().numpy()[0], expected, rtol=1e-6)
+    assert not ema.module.weight.requires_grad
+
+
+# ------------------------------------------------------------------------------ patch stream
+
+
+def test_patches_are_crops_of_the_training_images_with_the_configured_noise(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    pixels = _smooth_image(np.random.default_rng(1), 40, 40)
+    Image.fromarray(pixels).save(folder / "a.png")
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    stream = PatchBatches([TrainingImage("a", folder / "a.png")], degradation="gaussian:25", patch_size=16,
+                          batch_size=4, iterations=3, seed=0, flips=False, rotations=False)
+    degraded, target = stream[1]
+    assert degraded.shape == target.shape == (4, 3, 16, 16)
+    windows = image.unfold(1, 16, 1).unfold(2, 16, 1)  # (3, 25, 25, 16, 16): every 16x16 crop
+    for patch in target:
+        distance = (windows - patch[:, None, None]).abs().amax(dim=(0, 3, 4))
+        assert float(distance.min()) == 0.0  # an exact crop, not resampled
+    noise = (degraded - target).flatten()
+    assert float(noise.std()) == pytest.approx(25 / 255, rel=0.1)
+    assert float(noise.mean()) == pytest.approx(0.0, abs=0.01)
+    # Deterministic in (seed, iteration); another iteration or seed gives other patches.
+    again = PatchBatches([TrainingImage("a", folder / "a.png")], degradation="gaussian:25", patch_size=16,
+                         batch_size=4, iterations=3, seed=0, flips=False, rotations=False)
+    assert torch.equal(again[1][0], degraded) and not torch.equal(stream[2][1], target)
+
+
+def test_processes_share_out_the_single_process_batch(pool_dir):
+    images = [TrainingImage(p.name, p) for p in sorted(pool_dir.iterdir())]
+    kwargs = dict(degradation="gaussian:15-50", patch_size=16, batch_size=4, iterations=5, seed=9)
+    whole = PatchBatches(images, **kwargs)[3]
+    shards = [PatchBatches(images, rank=rank, world_size=2, **kwargs)[3] for rank in (0, 1)]
+    assert torch.equal(torch.cat([shards[0][0], shards[1][0]]), whole[0])
+    assert torch.equal(torch.cat([shards[0][1], shards[1][1]]), whole[1])
+    with pytest.raises(ZooError, match="does not split evenly over 3 processes"):
+        PatchBatches(images, rank=0, world_size=3, **kwargs)
+
+
+def test_dihedral_transforms_are_the_eight_distinct_symmetries():
+    square = torch.arange(9.0).reshape(1, 3, 3)
+    results = {tuple(dihedral(square, t).flatten().tolist()) for t in range(8)}
+    assert len(results) == 8
+    assert torch.equal(dihedral(square, 4), square.flip(-1))
+    assert torch.equal(dihedral(square, 1), square.rot90(1, (-2, -1)))
+
+
+def test_validation_split_is_held_out(pool_dir):
+    images = [TrainingImage(p.name, p) for p in sorted(pool_dir.iterdir())]
+    train_part, val_part = split_pool(images, 2, seed=0)
+    assert len(val_part) == 2 and len(train_part) == 2
+    assert not {i.name for i in train_part} & {i.name for i in val_part}
+    with pytest.raises(ZooError, match="val_images is 4 but the training pool has only 4"):
+        split_pool(images, 4, seed=0)
+
+
+# ------------------------------------------------------------------------------ training runs
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch_and_writes_loadable_weights(pool_dir, tmp_path):
+    raw = tiny_config(pool_dir, schedule={"type": "constant"}, train={"iterations": 8, "ema_decay": None})
+    config = config_from_dict(raw)
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.finished and result.iteration == 8 and len(result.losses) == 8
+
+    # An independent look: the same initial network (same seed) and a fixed batch.
+    torch.manual_seed(config.train.seed)
+    initial, _ = build_model(config.model)
+    trained, _ = build_model(config.model)
+    from zoo.checkpoints import load_weights
+
+    load_weights(trained, result.final_weights)
+    changed = [k for k, v in trained.state_dict().items() if not torch.equal(v, initial.state_dict()[k])]
+    assert len(changed) > 0.9 * len(initial.state_dict())
+    images = [TrainingImage(p.name, p) for p in sorted(pool_dir.iterdir())]
+    degraded, target = PatchBatches(images, degradation="gaussian:25", patch_size=32, batch_size=4,
+                                    iterations=1, seed=123)[0]
+    objective = TaskObjective(config)
+    with torch.no_grad():
+        before = float(objective(initial, degraded, target)[0])
+        after = float(objective(trained, degraded, target)[0])
+    assert after < before - 0.5  # dB of (weighted) PSNR loss
+
+    # The CSV log has one row per iteration with the throughput and the validation PSNR.
+    import csv
+
+    rows = list(csv.DictReader((result.out_dir / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
+    assert [float(r["loss"]) for r in rows] == pytest.approx([loss for _, loss in result.losses], rel=1e-6)
+    last = rows[-1]
+    assert float(last["it_per_s"]) > 0
+    assert float(last["patches_per_s"]) == pytest.approx(2 * float(last["it_per_s"]), rel=1e-2)
+    assert result.validations == [(8, result.best_val_psnr)]  # val_interval 0: at the end only
+    assert float(last["val_psnr"]) == pytest.approx(result.best_val_psnr, abs=1e-3)
+    assert float(last["lr"]) == pytest.approx(2e-3)
+    best = json.loads((result.out_dir / "best.json").read_text())
+    assert best["iteration"] == 8 and best["val_psnr"] == pytest.approx(result.best_val_psnr)
+
+
+def test_final_weights_load_through_the_registry(pool_dir, tmp_path):
+    from zoo.registry import create_model
+
+    raw = tiny_config(pool_dir, model={"name": "hinet-lite-s", "family": None, "kwargs": {}},
+                      loss={"stage_weights": None}, train={"iterations": 1, "ema_decay": None})
+    raw["data"].update(patch_size=32, batch_size=1)
+    result = train(config_from_dict(raw), tmp_path / "run", progress=False)
+    model, card = create_model("hinet-lite-s", weights=result.final_weights)
+    trained = _weights(result.final_weights)
+    assert all(torch.equal(value, trained[key]) for key, value in model.state_dict().items())
+    from zoo.checkpoints import read_metadata
+
+    assert read_metadata(result.final_weights)["zoo_model"] == "hinet-lite-s"
+
+
+def test_resume_continues_bit_for_bit(pool_dir, tmp_path):
+    config = config_from_dict(tiny_config(pool_dir, data={"flips": True, "rotations": True}))
+    straight = train(config, tmp_path / "straight", progress=False)
+
+    first = train(config, tmp_path / "resumed", stop_at=2, progress=False)
+    assert not first.finished and first.final_weights is None
+    assert latest_checkpoint(tmp_path / "resumed").name == "iter_00000002"
+    # Scramble the global RNGs, as a fresh process would have them: the checkpoint restores them.
+    torch.manual_seed(999)
+    second = train(config, tmp_path / "resumed", resume=True, progress=False)
+    assert second.finished
+
+    assert first.losses + second.losses == straight.losses  # exact float equality
+    for name in ("final.safetensors", "final_ema.safetensors"):
+        a, b = _weights(tmp_path / "straight" / name), _weights(tmp_path / "resumed" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state_a = torch.load(tmp_path / "straight/checkpoints/iter_00000004/state.pt", weights_only=True)
+    state_b = torch.load(tmp_path / "resumed/checkpoints/iter_00000004/state.pt", weights_only=True)
+    for key, value in state_a["optimizer"]["state"].items():
+        assert torch.equal(value["exp_avg_sq"], state_b["optimizer"]["state"][key]["exp_avg_sq"])
+    # The resumed log continues the first one without duplicate rows.
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "resumed" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_dataloader_workers_give_the_same_run(pool_dir, tmp_path):
+    in_process = train(config_from_dict(tiny_config(pool_dir, train={"iterations": 3})), tmp_path / "a",
+                       progress=False)
+    with_workers = train(config_from_dict(tiny_config(pool_dir, data={"workers": 2}, train={"iterations": 3})),
+                         tmp_path / "b", progress=False)
+    assert with_workers.losses == in_process.losses
+
+
+def test_resume_refuses_another_model_and_a_used_folder(pool_dir, tmp_path):
+    config = config_from_dict(tiny_config(pool_dir))
+    train(config, tmp_path / "run", stop_at=2, progress=False)
+    with pytest.raises(ZooError, match=r"already holds a training run.*--resume"):
+        train(config, tmp_path / "run", progress=False)
+    wider = config_from_dict(tiny_config(pool_dir, model={"kwargs": {"wf": 6, "depth": 2}}))
+    with pytest.raises(ZooError, match=r"trained for model hinet\(depth=2, wf=4\) but this config builds "
+                                       r"hinet\(depth=2, wf=6\)"):
+        train(wider, tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ZooError, match="no checkpoint"):
+        train(config, tmp_path / "empty", resume=True, progress=False)
+
+
+class _NaNAt(TaskObjective):
+    """The task loss, but NaN from call ``at`` on (a diverging run)."""
+
+    def __init__(self, config, at):
+        super().__init__(config)
+        self.calls, self.at = 0, at
+
+    def __call__(self, model, degraded, target):
+        self.calls += 1
+        loss, terms = super().__call__(model, degraded, target)
+        return (loss * float("nan") if self.calls >= self.at else loss), terms
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pool_dir, tmp_path):
+    config = config_from_dict(tiny_config(pool_dir, train={"iterations": 6}))
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at iteration 3.*last good checkpoint is iteration 2"):
+        train(config, tmp_path / "run", objective=_NaNAt(config, 3), progress=False)
+    assert latest_checkpoint(tmp_path / "run").name == "iter_00000002"
+    assert not (tmp_path / "run" / "final.safetensors").exists()
+    weights = _weights(tmp_path / "run/checkpoints/iter_00000002/weights.safetensors")
+    assert all(torch.isfinite(value).all() for value in weights.values())
+    # The run can be resumed from the good checkpoint.
+    assert train(config, tmp_path / "run", resume=True, progress=False).finished
+
+
+def test_cli_exits_non_zero_on_divergence(pool_dir, tmp_path, capsys):
+    from zoo.train import main
+
+    path = tmp_path / "diverge.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(pool_dir, schedule={"type": "constant"},
+                                               train={"grad_clip": None, "iterations": 6})))
+    status = main([str(path), "--out", str(tmp_path / "run"), "--quiet", "--set", "optimizer.lr=1e30"])
+    assert status == 2
+    assert "loss became" in capsys.readouterr().err
+
+
+def test_failed_checkpoint_save_keeps_the_previous_checkpoint(pool_dir, tmp_path, monkeypatch):
+    from zoo.train import engine
+
+    real_write = engine._write_state
+
+    def disk_full(state, path):
+        if state["iteration"] == 4:
+            Path(path).write_bytes(b"partial")  # as a full disk leaves a truncated file
+            raise OSError(28, "No space left on device")
+        real_write(state, path)
+
+    monkeypatch.setattr(engine, "_write_state", disk_full)
+    config = config_from_dict(tiny_config(pool_dir, train={"iterations": 6}))
+    with pytest.raises(ZooError, match=r"checkpoint of iteration 4 .*No space left.*iteration 2\) is intact"):
+        train(config, tmp_path / "run", progress=False)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert latest_checkpoint(tmp_path / "run").name == "iter_00000002"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["iter_00000002", "latest.json"]  # no partial folder
+    monkeypatch.setattr(engine, "_write_state", real_write)
+    resumed = train(config, tmp_path / "run", resume=True, progress=False)
+    assert resumed.finished and [it for it, _ in resumed.losses] == [3, 4, 5, 6]
+
+
+def test_distill_section_is_refused_by_train_command(pool_dir, tmp_path):
+    from zoo.train import main
+
+    raw = tiny_config(pool_dir)
+    raw["distill"] = {"teacher": {"family": "hinet", "kwargs": {"wf": 4, "depth": 2}, "weights": "t.safetensors"}}
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main([str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+
+
+# ------------------------------------------------------------------------------ DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _initial_weights(config):
+    torch.manual_seed(config.train.seed)
+    return build_model(config.model)[0].state_dict()
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, raw: dict, out_dir: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    train(config_from_dict(raw), out_dir, progress=False)
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(pool_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    # Without half instance normalisation: the conv biases feeding it get exactly-zero gradients, whose
+    # float round-off Adam would blow up to +-lr, differently in each process layout.
+    raw = tiny_config(pool_dir, model={"kwargs": {"wf": 4, "depth": 2, "hin_position_left": 9}},
+                      train={"iterations": 3, "checkpoint_interval": 0})
+    single = train(config_from_dict(raw), tmp_path / "single", progress=False)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), raw, str(tmp_path / "ddp")), nprocs=2, join=True)
+    a, b = _weights(single.final_weights), _weights(tmp_path / "ddp" / "final.safetensors")
+    initial = {k: v.clone() for k, v in _initial_weights(config_from_dict(raw)).items()}
+    assert all(not torch.equal(a[k], initial[k]) for k in a if k.endswith("weight"))
+    assert a.keys() == b.keys()
+    for key in a:  # the same global batches; only the order of float additions differs
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    # Only rank 0 wrote: one log with one row per iteration.
+    lines = (tmp_path / "ddp" / "log.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 3
+
+
+def test_smoke_config_trains_on_the_bundled_photos(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    from zoo.train import main
+
+    out = tmp_path / "smoke"
+    fallback = [] if torch.cuda.is_available() else ["--set", "train.device=cuda", "--set", "train.amp=bf16"]
+    status = main([str(REPO / "configs" / "train_smoke.yaml"), "--out", str(out), "--quiet",
+                   "--set", "train.iterations=2", "--set", "train.val_interval=0", *fallback])
+    assert status == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["sources"] == ["bundled"] and config["train"]["iterations"] == 2
+    weights = _weights(out / "final.safetensors")
+    torch.manual_seed(0)
+    expected = build_model(load_config(REPO / "configs" / "train_smoke.yaml").model)[0].state_dict()
+    assert {k: tuple(v.shape) for k, v in weights.items()} == {k: tuple(v.shape) for k, v in expected.items()}
+    captured = capsys.readouterr()
+    assert "throughput:" in captured.out
+    if fallback:  # no CUDA here: the run says it falls back to the CPU in float32
+        assert "CUDA is not available: training on the CPU" in captured.err
+        assert "apply on CUDA only" in captured.err

@@ -1,0 +1,75 @@
+"""Training and distillation from YAML experiment configs (``zoo train``, ``zoo distill``).
+
+* :mod:`zoo.train.config`: the config dataclasses, strict YAML loading, ``--set`` overrides;
+* :mod:`zoo.train.data`: the seeded, seekable stream of training patches and the validation split;
+* :mod:`zoo.train.losses`: PSNR / L1 / Charbonnier losses over multi-stage outputs;
+* :mod:`zoo.train.engine`: the loop (checkpoints, resume, EMA, AMP, DDP, logging);
+* :mod:`zoo.train.distill`: teacher-student distillation with feature adapters.
+
+This module only defines the command-line glue and imports torch lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``zoo train`` / ``zoo distill`` to ``parser``; returns it."""
+    parser.add_argument("config", help="YAML experiment config (see configs/ and docs/training.md)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value, e.g. --set optimizer.lr=1e-4 (repeatable; value read as YAML)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue the run in --out from its latest checkpoint (or from the given "
+                             "checkpoint folder)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="ITERATION",
+                        help="stop with a checkpoint after this many iterations, keeping the full schedule "
+                             "(resume later)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace, *, distill: bool = False) -> int:
+    """Run ``zoo train`` (or ``zoo distill``) from parsed arguments; returns the exit status.
+
+    User errors (bad config, missing data, NaN loss, failed checkpoint) raise
+    :class:`~zoo.errors.ZooError`, which the CLI prints on one line (exit status 2).
+    """
+    from zoo.errors import ZooError
+    from zoo.train.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if distill:
+        from zoo.train.distill import distill as run_distill
+
+        result = run_distill(config, args.out, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet)
+    else:
+        if config.distill is not None:
+            raise ZooError(f"config {args.config} has a distill section", "run it with `zoo distill`")
+        from zoo.train.engine import train
+
+        result = train(config, args.out, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet)
+    if result.final_weights is not None:
+        print(f"final weights: {result.final_weights}")
+        if result.final_ema_weights is not None:
+            print(f"final EMA weights: {result.final_ema_weights}")
+    if result.best_weights is not None:
+        print(f"best validation PSNR {result.best_val_psnr:.2f} dB: {result.best_weights}")
+    print(f"throughput: {result.iterations_per_second:.3f} it/s, {result.patches_per_second:.2f} patches/s")
+    return 0
+
+
+def main(argv: list[str] | None = None, *, distill: bool = False) -> int:
+    """Stand-alone entry point (``zoo train`` semantics) for callers outside the ``zoo`` CLI."""
+    import sys
+
+    from zoo.errors import ZooError
+
+    parser = add_arguments(argparse.ArgumentParser(prog="zoo distill" if distill else "zoo train"))
+    args = parser.parse_args(argv)
+    try:
+        return run(args, distill=distill)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
