@@ -7,6 +7,7 @@ through :func:`create_model` so that weights are always loaded the same way (str
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from zoo.errors import ZooError
 
 #: Folder holding the weights that ship inside the package (safetensors).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Folder of measured-results files, one ``<model name>.yaml`` per model (a list under ``results``).
+RESULTS_DIR = Path(__file__).resolve().parent / "cards"
 
 #: Tasks a model can have; the degradation a task is evaluated with by default.
 TASK_DEFAULT_DEGRADATION = {
@@ -86,8 +89,21 @@ def register(card: ModelCard) -> ModelCard:
         raise ValueError(f"model {card.name!r} is registered twice")
     if card.task not in TASK_DEFAULT_DEGRADATION:
         raise ValueError(f"model {card.name!r} has unknown task {card.task!r}")
+    measured = _measured_results(card.name)
+    if measured:
+        card = dataclasses.replace(card, results=tuple(card.results) + measured)
     _REGISTRY[card.name] = card
     return card
+
+
+def _measured_results(name: str) -> tuple[dict, ...]:
+    """Rows of ``zoo/cards/<name>.yaml`` (measured PSNR, latency, ...), kept beside the code."""
+    path = RESULTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        return ()
+    import yaml
+
+    return tuple(yaml.safe_load(path.read_text(encoding="utf-8")).get("results", []))
 
 
 def _load_families() -> None:
