@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on the bundled photos (no downloads needed)")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_out"), help="folder for the results")
-    p.add_argument("--limit", type=int, default=3, help="number of bundled photos")
-    p.add_argument("--crop", type=int, default=256, help="centre crop size in pixels (0 = whole photo)")
+    p.add_argument("--limit", type=int, default=6, help="number of bundled photos")
+    p.add_argument("--crop", type=int, default=0, help="centre crop size in pixels (0 = whole photo)")
     p.set_defaults(func=cmd_demo)
 
     from zoo.train import add_arguments as add_train_arguments, run as run_training

@@ -35,8 +35,8 @@ def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[:, top:top + size, left:left + size]
 
 
-def run_demo(output: str | Path = "demo_out", *, limit: int = 3, crop: int = 256, overwrite: bool = True,
-             model_name: str | None = None, progress: bool = True) -> dict:
+def run_demo(output: str | Path = "demo_out", *, limit: int = 6, crop: int = 0, overwrite: bool = True,
+             model_name: str | None = None, progress: bool = False) -> dict:
     """Degrade bundled photos with ``DEMO_DEGRADATION``, restore them, print and return the table.
 
     Writes ``<name>_clean.png``, ``<name>_noisy.png`` (clipped for viewing; the model sees the
