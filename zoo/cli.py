@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=lambda a: run_training(a, distill=True))
 
+    from quantize.cli import add_arguments as add_quantize_arguments, cmd_quantize
+
+    p = sub.add_parser("quantize", help="int8 PTQ/QAT for a mobile backend, with the accuracy drop report")
+    add_quantize_arguments(p)
+    p.set_defaults(func=cmd_quantize)
+
     p = sub.add_parser("bench-inr", help="zero-shot INR ablation and baselines on CBSD68 crops",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
