@@ -101,6 +101,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from export_mobile.cli import export_main
+
+    return export_main(args.rest)
+
+
+def cmd_run(args) -> int:
+    from export_mobile.cli import run_main
+
+    return run_main(args.rest)
+
+
 def cmd_bench_inr(args) -> int:
     from zoo.benchmarks.inr_ablation import main as bench_main
 
@@ -175,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize_arguments(p)
     p.set_defaults(func=cmd_quantize)
 
+    p = sub.add_parser("export", help="export to ExecuTorch, Core ML, TFLite or ONNX with a manifest "
+                       "(zoo export --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("run", help="restore photos with an exported artifact (zoo run --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("bench-inr", help="zero-shot INR ablation and baselines on CBSD68 crops",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -184,7 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script; returns the exit status (2 for user errors)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passthrough = {"export": cmd_export, "run": cmd_run, "bench-inr": cmd_bench_inr}
+    if argv and argv[0] in passthrough:
+        # These subcommands own their argument parsers (their --help included).
+        args = argparse.Namespace(rest=argv[1:], func=passthrough[argv[0]])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ZooError as err:

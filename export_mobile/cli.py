@@ -1,0 +1,169 @@
+"""``zoo export`` and ``zoo run``: argument parsing and printing only (the work is in
+:mod:`export_mobile.api`, :mod:`export_mobile.matrix` and :mod:`export_mobile.runners`).
+
+``zoo/cli.py`` hands the arguments after the sub-command name to :func:`export_main` /
+:func:`run_main`; both return the exit status (2 for a :class:`ZooError`, printed as one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zoo.errors import ZooError
+
+__all__ = ["export_main", "run_main", "build_export_parser", "build_run_parser"]
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    from export_mobile.targets import PRECISIONS, target_names
+
+    parser = argparse.ArgumentParser(
+        prog="zoo export",
+        description="Export a model to a mobile format (artifact + manifest.json in -o DIR), or with --matrix "
+                    "build every model x target x precision and print the coverage table.")
+    parser.add_argument("model", nargs="?", help="zoo model name (see `zoo list`)")
+    parser.add_argument("--target", help=f"one of {', '.join(target_names())}")
+    parser.add_argument("--precision", help=f"one of {', '.join(PRECISIONS)} (each target offers some)")
+    parser.add_argument("--tile", help="fixed input size HxW in pixels, e.g. 256x256 (a multiple of the model's "
+                                       "size multiple); photos are restored tiled")
+    parser.add_argument("--overlap", type=int, help="tile overlap recorded for apps (default: the model's, capped "
+                                                    "below tile/2)")
+    parser.add_argument("--weights", help="checkpoint (.safetensors or official .pth) instead of the shipped weights")
+    parser.add_argument("--untrained", action="store_true",
+                        help="export random weights (pipeline/numeric checks only; the manifest says so)")
+    parser.add_argument("--calibration", help="int8: training images for calibration: auto, urban100, bundled or "
+                                              "a folder (never an evaluation set)")
+    parser.add_argument("--calib-images", type=int, help="int8: number of calibration crops (default 32; 8 per "
+                                                             "model for --matrix)")
+    parser.add_argument("--quantized", help="int8: a .pt2 written by `zoo quantize` (instead of --calibration)")
+    parser.add_argument("--mixed", help="int8 with --calibration: layers kept in float, e.g. first-last (default: "
+                                        "none, every layer int8)")
+    parser.add_argument("--data-root", help="folder holding the datasets (default: $ZOO_DATA_ROOT, ../shared/datasets)")
+    parser.add_argument("--dynamic", action="store_true", help="dynamic height/width (only where the target supports it)")
+    parser.add_argument("--no-rewrite", dest="rewrite", action="store_false",
+                        help="export the model as written, without the exact export-friendly rewrites")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not run the artifact against PyTorch after building it")
+    parser.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="target option, e.g. compute_units=cpu_and_ne (Core ML), soc=SM8650 (QNN)")
+    parser.add_argument("-o", "--output", help="export folder (one artifact + manifest.json); with --matrix the "
+                                               "root folder of all cells")
+    matrix = parser.add_argument_group("matrix")
+    matrix.add_argument("--matrix", action="store_true", help="build every model x target x precision it can")
+    matrix.add_argument("--models", help="comma-separated models (default: all exportable models)")
+    matrix.add_argument("--targets", help="comma-separated targets (default: all)")
+    matrix.add_argument("--precisions", help="comma-separated precisions (default: each target's)")
+    matrix.add_argument("--json", help="matrix rows as JSON (default: OUTPUT/matrix.json)")
+    return parser
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _export(args) -> int:
+    from export_mobile.api import export_model
+
+    missing = [flag for flag, value in (("MODEL", args.model), ("--target", args.target),
+                                        ("--precision", args.precision), ("--tile", args.tile),
+                                        ("-o", args.output)) if not value]
+    if missing:
+        raise ZooError(f"zoo export needs {', '.join(missing)}",
+                       "e.g. zoo export hinet-lite --target executorch-xnnpack --precision fp32 --tile 256x256 -o out/")
+    outcome = export_model(args.model, args.target, args.precision, args.tile, args.output, weights=args.weights,
+                           untrained=args.untrained, overlap=args.overlap, calibration=args.calibration,
+                           calibration_images=args.calib_images or 32, quantized=args.quantized, data_root=args.data_root, mixed=args.mixed,
+                           dynamic=args.dynamic, rewrite=args.rewrite, verify=args.verify, options=dict(args.option))
+    manifest = outcome.manifest
+    backend = manifest["backend"]
+    print(f"wrote {outcome.artifact} ({manifest['artifact']['bytes'] / 1e6:.2f} MB, sha256 "
+          f"{manifest['artifact']['sha256'][:16]}...) and {outcome.folder / 'manifest.json'}")
+    if outcome.replaced:
+        print(f"replaced the earlier export {outcome.replaced}")
+    if backend["delegate"]:
+        print(f"delegate {backend['delegate']}: {backend['partitions']} partition(s), "
+              f"{len(backend['ops_outside_delegate'])} operator(s) outside")
+        for entry in backend["ops_outside_delegate"][:10]:
+            print(f"  outside: {entry}")
+    verification = manifest.get("verification")
+    if verification:
+        if verification["ran"]:
+            psnr = verification["psnr_db"]
+            print(f"vs {verification['reference']}: max abs error {verification['max_abs_error']}, "
+                  f"PSNR {'identical' if psnr is None else f'{psnr:.1f} dB'}"
+                  + (" (inf/NaN in output!)" if verification["nonfinite"] else ""))
+        else:
+            print(f"not run here: {verification['reason']}")
+    if manifest.get("fp16_range"):
+        fp16 = manifest["fp16_range"]
+        print(f"fp16 range: max |activation| {fp16['max_abs_activation']:.3g} in {fp16['layer']}"
+              + (f"; OVERFLOW in {', '.join(fp16['overflowing_layers'])}" if fp16["overflowing_layers"] else ""))
+    return 0
+
+
+def _matrix(args) -> int:
+    from export_mobile.matrix import run_matrix
+
+    if args.model:
+        raise ZooError("--matrix takes --models, not a MODEL argument", f"use --models {args.model}")
+    rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
+                      args.output or "exports/matrix", calibration=args.calibration or "auto",
+                      calibration_images=args.calib_images or 8,
+                      data_root=args.data_root, rewrite=args.rewrite, json_path=args.json)
+    return 0 if rows else 1
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """``zoo export ...``; returns the exit status (2 on a user error)."""
+    args = build_export_parser().parse_args(argv)
+    try:
+        if args.matrix:
+            return _matrix(args)
+        if args.dynamic and not args.target:
+            raise ZooError("--dynamic needs --target", "name the target")
+        return _export(args)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo run",
+        description="Restore photos with an exported artifact (the exact file an app ships), tiled as the "
+                    "manifest says; the artifact's sha256 is checked first.")
+    parser.add_argument("artifact", help="export folder, artifact file, or manifest.json")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    parser.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    """``zoo run ARTIFACT INPUT... -o OUT``; returns the exit status (2 on a user error)."""
+    from export_mobile.runners import run_artifact
+
+    args = build_run_parser().parse_args(argv)
+    try:
+        records = run_artifact(args.artifact, args.inputs, args.output, overwrite=args.overwrite,
+                               progress=not args.quiet)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+    for record in records:
+        print(f"{record['input']} -> {record['output']} ({record['width']}x{record['height']}, "
+              f"{record['seconds']:.2f} s, {record['target']} {record['precision']})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(export_main())
