@@ -70,8 +70,7 @@ def accuracy_drop_report(float_model: torch.nn.Module, quantized_model: torch.nn
     """
     from zoo.atomic import write_json
     from zoo.data.datasets import open_dataset
-    from zoo.data.degradations import parse_degradation
-    from zoo.evaluate import MetricSettings, measure
+    from zoo.evaluate import MetricSettings, degradation_for, measure
     from zoo.metrics import psnr
 
     exported_tile = quantized_input_size(quantized_model)
@@ -88,11 +87,7 @@ def accuracy_drop_report(float_model: torch.nn.Module, quantized_model: torch.nn
         multiple = card.size_multiple
         largest = (tile - 1) // 2 // multiple * multiple
         overlap = min(-(-card.overlap // multiple) * multiple, largest)
-    spec = degradation or card.default_degradation
-    degrade = parse_degradation(spec)
-    if degrade.scale != card.scale:
-        raise ZooError(f"degradation {spec!r} has scale x{degrade.scale} but {card.name} upscales x{card.scale}",
-                       f"use bicubic:x{card.scale}" if card.scale > 1 else "use a noise/blur/rain degradation")
+    degrade = degradation_for(card, degradation)
     data = open_dataset(dataset, degradation=degrade, data_root=data_root, limit=limit, seed=seed)
     settings = MetricSettings.for_task(card.task, card.scale)
     float_model = float_model.eval()

@@ -47,6 +47,19 @@ def measure(pred: torch.Tensor, target: torch.Tensor, settings: MetricSettings) 
     return {"psnr": psnr(pred, target, **kwargs), "ssim": ssim(pred, target, **kwargs)}
 
 
+def degradation_for(card, spec: str | None = None):
+    """Parse ``spec`` (default: the card's task default) and check it fits the model's scale."""
+    from zoo.data.degradations import parse_degradation
+
+    spec = spec or card.default_degradation
+    degrade = parse_degradation(spec)
+    if degrade.scale != card.scale:
+        raise ZooError(f"degradation {spec!r} has scale x{degrade.scale} but {card.name} upscales x{card.scale}",
+                       f"use --degradation bicubic:x{card.scale}" if card.scale > 1
+                       else "use a noise/blur/rain degradation")
+    return degrade
+
+
 def _input_reference(degraded: torch.Tensor, scale: int) -> torch.Tensor:
     """The degraded image at the target's size: itself, or its bicubic upscaling for SR."""
     if scale == 1:
@@ -76,17 +89,13 @@ def evaluate(model_name: str, dataset: str, *, degradation: str | None = None,
 
     from zoo.atomic import write_json
     from zoo.data.datasets import open_dataset
-    from zoo.data.degradations import parse_degradation
     from zoo.data.io import quantize
     from zoo.inference import TileSettings, pick_device, restore_tensor
     from zoo.registry import create_model
 
     model, card = create_model(model_name, weights, untrained=untrained)
-    spec = degradation or card.default_degradation
-    degrade = parse_degradation(spec)
-    if degrade.scale != card.scale:
-        raise ZooError(f"degradation {spec!r} has scale x{degrade.scale} but {model_name} upscales x{card.scale}",
-                       f"use --degradation bicubic:x{card.scale}" if card.scale > 1 else "use a noise/blur/rain degradation")
+    degrade = degradation_for(card, degradation)
+    spec = degrade.spec
     data = open_dataset(dataset, degradation=degrade, data_root=data_root, limit=limit, seed=seed)
     torch_device = pick_device(device)
     model.to(torch_device)
