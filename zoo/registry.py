@@ -31,7 +31,7 @@ TASK_DEFAULT_DEGRADATION = {
 }
 
 # Model families whose modules register their variants when imported (one file per family).
-_FAMILY_MODULES = ("zoo.models.hinet", "zoo.models.hinet_lite")
+_FAMILY_MODULES = ("zoo.models.hinet", "zoo.models.hinet_lite", "zoo.models.inr")
 
 
 @dataclass(frozen=True)
@@ -134,23 +134,26 @@ def create_model(name: str, weights: str | Path | None = None, *, untrained: boo
     """Build model ``name`` in eval mode with its weights; returns ``(model, card)``.
 
     Weights come from ``weights`` (a .safetensors or official .pth checkpoint, loaded strictly and
-    safely), else from the weights the zoo ships. A model without weights is refused unless
-    ``untrained=True``, which the caller must only use for pipeline or timing checks, never to
-    present an output as a restoration (the model gets ``zoo_untrained = True``).
+    safely), else from the weights the zoo ships. A model without weights is refused;
+    ``untrained=True`` keeps the random initialisation (even where weights ship), which the
+    caller must only use for pipeline or timing checks, never to present an output as a
+    restoration (the model gets ``zoo_untrained = True``).
     """
     from zoo.checkpoints import load_weights
 
     card = get_card(name)
+    if untrained and weights is not None:
+        raise ZooError("--untrained and --weights contradict each other", "pass only one of them")
     model = card.builder()
     if card.zero_shot:
         if weights is not None:
             raise ZooError(f"{name} fits each image from scratch and takes no weights", "drop --weights")
+    elif untrained:
+        model.zoo_untrained = True
     elif weights is not None:
         load_weights(model, weights)
     elif card.weights_path is not None and card.weights_path.is_file():
         load_weights(model, card.weights_path)
-    elif untrained:
-        model.zoo_untrained = True
     else:
         source = f" (official weights: {card.official_weights})" if card.official_weights else ""
         raise ZooError(
