@@ -182,8 +182,8 @@ def test_small_end_to_end_denoise_beats_the_noisy_input():
     assert report["status"] == "denoised" and report["stopped_fraction"] >= 0.75
     assert report["noise_sigma"] == pytest.approx(25, rel=0.10)
     assert report["residual"] == pytest.approx(report["noise_sigma"], rel=0.10)
-    assert 0 < report["stop_step"] <= report["max_stop_step"] <= model.config.max_steps
-    assert set(report) >= {"noise_sigma", "stop_step", "residual", "fit_seconds", "stopped_early"}
+    assert 0 < report["stop_iteration"] <= report["max_stop_iteration"] <= model.config.max_steps
+    assert set(report) >= {"noise_sigma", "stop_iteration", "residual", "fit_seconds", "stopped_early"}
 
 
 def test_clean_photo_is_returned_unchanged():
@@ -316,7 +316,23 @@ def test_ablation_benchmark_writes_a_table_and_json(data_root, tmp_path, capsys)
     result = json.loads(out.read_text())
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {"noisy", "inr", "inr-no-early-stop", "wavelet"}
-    assert rows["inr-no-early-stop"]["stop_step"] == 30 and not rows["inr-no-early-stop"]["stopped_early"]
+    assert rows["inr-no-early-stop"]["stop_iteration"] == 30 and not rows["inr-no-early-stop"]["stopped_early"]
     assert rows["noisy"]["psnr"] == pytest.approx(20.2, abs=0.6)  # 10 log10(255^2 / 25^2) = 20.17 dB
     assert result["summary"]["25"]["inr"]["psnr"] == rows["inr"]["psnr"]
     assert "inr-no-early-stop" in capsys.readouterr().out
+
+
+def test_zoo_restore_runs_the_fit_and_reports_the_stop(tmp_path, capsys):
+    from PIL import Image
+
+    from zoo.cli import main
+
+    clean = _photo("chelsea", 40)
+    noisy = (_noisy(clean, 25).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    source, target = tmp_path / "noisy.png", tmp_path / "out.png"
+    Image.fromarray(noisy).save(source)
+    assert main(["restore", "inr-zeroshot", str(source), "-o", str(target), "--quiet"]) == 0
+    restored = torch.from_numpy(np.asarray(Image.open(target).convert("RGB"))).permute(2, 0, 1).float() / 255
+    assert restored.shape == clean.shape
+    assert _psnr(restored, clean) > _psnr(torch.from_numpy(noisy).permute(2, 0, 1).float() / 255, clean) + 2.0
+    assert "stopped at iteration" in capsys.readouterr().out

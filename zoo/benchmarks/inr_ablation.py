@@ -84,7 +84,7 @@ def _inr_method(name: str, config) -> Callable:
 
     def run(noisy: torch.Tensor, sigma_255: float) -> tuple[torch.Tensor, dict]:
         restored, report = model.denoise(noisy)
-        keep = ("noise_sigma", "stop_step", "max_stop_step", "stopped_early", "residual")
+        keep = ("noise_sigma", "stop_iteration", "max_stop_iteration", "stopped_early", "residual")
         return restored, {key: report[key] for key in keep}
 
     return run
@@ -126,7 +126,7 @@ def run_inr_ablation(data_root: str | os.PathLike | None = None, n_images: int =
     ``progress``: one line per finished (image, sigma, method) on stderr (or ``log``).
     Returns ``{"settings", "rows", "summary", "table"}``; ``summary[sigma][method]`` holds the
     mean ``psnr`` (dB), ``seconds`` (wall) and ``cpu_seconds`` per crop, and for INR variants the
-    mean ``stop_step``.
+    mean ``stop_iteration``.
     """
     from zoo.data.datasets import resolve_data_root
     from zoo.data.degradations import parse_degradation
@@ -192,7 +192,7 @@ def _summarise(rows: list[dict], sigmas: Sequence[float], methods: Sequence[str]
             entry = {key: round(sum(r[key] for r in chosen) / len(chosen), 4)
                      for key in ("psnr", "seconds", "cpu_seconds")}
             if name in INR_METHODS:
-                entry["stop_step"] = round(sum(r["stop_step"] for r in chosen) / len(chosen), 1)
+                entry["stop_iteration"] = round(sum(r["stop_iteration"] for r in chosen) / len(chosen), 1)
                 entry["stopped_early"] = sum(bool(r["stopped_early"]) for r in chosen)
             entry["images"] = len(chosen)
             per_method[name] = entry
@@ -211,7 +211,7 @@ def format_table(result: dict) -> str:
         line = f"{name:<20}"
         for sigma in sigmas:
             entry = result["summary"][str(sigma)][name]
-            stop = f"{entry['stop_step']:.0f}" if "stop_step" in entry else "-"
+            stop = f"{entry['stop_iteration']:.0f}" if "stop_iteration" in entry else "-"
             line += f"{entry['psnr']:>12.2f}{entry['seconds']:>9.1f}{stop:>7}"
         lines.append(line)
     return "\n".join(lines)

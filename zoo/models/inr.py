@@ -370,10 +370,10 @@ class ZeroShotINRDenoiser(nn.Module):
         """Denoise one CHW image; returns (image, report).
 
         report: ``noise_sigma`` (estimate, 0-255 scale), ``status`` ("denoised", or "clean" when
-        the estimate is below ``clean_sigma`` and the input is returned unchanged), ``stop_step``
-        (mean Adam step at which tiles/channels stopped), ``max_stop_step``, ``stopped_early``
-        (all of them reached the noise level before ``max_steps``), ``stopped_fraction`` (the
-        share of tile channels that did), ``residual`` (RMS difference
+        the estimate is below ``clean_sigma`` and the input is returned unchanged),
+        ``stop_iteration`` (mean Adam step at which tiles/channels stopped), ``max_stop_iteration``,
+        ``stopped_early`` (all of them reached the noise level before ``max_steps``),
+        ``stopped_fraction`` (the share of tile channels that did), ``residual`` (RMS difference
         between output and input, 0-255 scale; near ``noise_sigma`` when stopped early),
         ``fit_seconds``, ``tiles``.
         """
@@ -397,8 +397,9 @@ class ZeroShotINRDenoiser(nn.Module):
         if grey:
             colour = colour[:1]  # a grey photo stored as RGB: fit one channel, copy it back
         sigma = estimate_noise_sigma(colour)  # also refuses tiny and NaN images
-        report = {"noise_sigma": round(sigma * 255, 3), "tiles": 0, "stop_step": 0, "max_stop_step": 0,
-                  "stopped_early": True, "stopped_fraction": 1.0, "residual": 0.0, "status": "clean"}
+        report = {"noise_sigma": round(sigma * 255, 3), "tiles": 0, "stop_iteration": 0,
+                  "max_stop_iteration": 0, "stopped_early": True, "stopped_fraction": 1.0, "residual": 0.0,
+                  "status": "clean"}
         if sigma * 255 < config.clean_sigma:
             return image, report
         if colour.shape[0] == 3:
@@ -451,8 +452,8 @@ class ZeroShotINRDenoiser(nn.Module):
                 bar.close()
         steps = torch.cat(stop_steps).float()
         stopped = torch.cat(stopped)
-        report = {"tiles": len(boxes), "stop_step": round(float(steps.mean()), 1),
-                  "max_stop_step": int(steps.max()), "stopped_early": bool(stopped.all()),
+        report = {"tiles": len(boxes), "stop_iteration": round(float(steps.mean()), 1),
+                  "max_stop_iteration": int(steps.max()), "stopped_early": bool(stopped.all()),
                   "stopped_fraction": round(float(stopped.float().mean()), 4)}
         return total / weight_sum, report
 
