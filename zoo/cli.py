@@ -101,22 +101,26 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from export_mobile.cli import export_main
+#: Subcommands that own their argument parsers (their --help included):
+#: name -> (module, function taking argv and returning the exit status, one-line help).
+PASSTHROUGH = {
+    "export": ("export_mobile.cli", "export_main",
+               "export to ExecuTorch, Core ML, TFLite or ONNX with a manifest (zoo export --help)"),
+    "run": ("export_mobile.cli", "run_main", "restore photos with an exported artifact (zoo run --help)"),
+    "bench": ("export_mobile.bench", "main", "latency of PyTorch and exported artifacts: table + JSON"),
+    "check": ("export_mobile.check", "main", "accuracy of an artifact on an evaluation set vs the float model"),
+    "baseline": ("export_mobile.baseline", "main", "float PyTorch reference: accuracy and CUDA (or CPU) latency"),
+    "report": ("export_mobile.report", "main", "merge results files into a Markdown + HTML report"),
+    "device": ("export_mobile.device", "main", "run the demo app's benchmark on a phone (adb) or import results"),
+    "bench-inr": ("zoo.benchmarks.inr_ablation", "main", "zero-shot INR ablation and baselines on CBSD68 crops"),
+}
 
-    return export_main(args.rest)
 
+def _run_passthrough(args) -> int:
+    import importlib
 
-def cmd_run(args) -> int:
-    from export_mobile.cli import run_main
-
-    return run_main(args.rest)
-
-
-def cmd_bench_inr(args) -> int:
-    from zoo.benchmarks.inr_ablation import main as bench_main
-
-    return bench_main(args.rest)
+    module_name, function_name, _help = PASSTHROUGH[args.command]
+    return getattr(importlib.import_module(module_name), function_name)(args.rest)
 
 
 def _add_tiling(parser: argparse.ArgumentParser) -> None:
@@ -187,28 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize_arguments(p)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("export", help="export to ExecuTorch, Core ML, TFLite or ONNX with a manifest "
-                       "(zoo export --help)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("run", help="restore photos with an exported artifact (zoo run --help)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("bench-inr", help="zero-shot INR ablation and baselines on CBSD68 crops",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench_inr)
+    for name, (_module, _function, help_text) in PASSTHROUGH.items():
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_run_passthrough)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script; returns the exit status (2 for user errors)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    passthrough = {"export": cmd_export, "run": cmd_run, "bench-inr": cmd_bench_inr}
-    if argv and argv[0] in passthrough:
-        # These subcommands own their argument parsers (their --help included).
-        args = argparse.Namespace(rest=argv[1:], func=passthrough[argv[0]])
+    if argv and argv[0] in PASSTHROUGH:
+        args = argparse.Namespace(command=argv[0], rest=argv[1:], func=_run_passthrough)
     else:
         args = build_parser().parse_args(argv)
     try:
