@@ -49,11 +49,14 @@ def cmd_info(args) -> int:
         else (str(card.weights_path) if card.has_weights else "none shipped"),
         "official_weights": card.official_weights, "notes": list(card.notes), "results": list(card.results),
     }
+    from export_mobile.measured import format_measured, model_measured
+
+    info["measured"] = model_measured(card, args.results)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
-        if key in ("notes", "results"):
+        if key in ("notes", "results", "measured"):
             continue
         if value is not None:
             print(f"{key:<22} {value}")
@@ -61,6 +64,7 @@ def cmd_info(args) -> int:
         print(f"note: {note}")
     for row in card.results:
         print("measured: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    print("\n".join(format_measured(info["measured"])) if info["measured"] else "measured: no artifact results yet")
     return 0
 
 
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a model card")
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print the card as JSON")
+    p.add_argument("--results", help="results store read for measured rows (default: $ZOO_RESULTS, else results/)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("restore", help="restore image files with a model (tiled, any size)")

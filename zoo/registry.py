@@ -63,6 +63,9 @@ class ModelCard:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: Measured results, one dict per row (dataset, degradation, metric values, source).
     results: tuple[dict, ...] = field(default_factory=tuple)
+    #: Measured rows per artifact (PSNR, drop, latency per host), the ``measured`` section of
+    #: ``zoo/cards/<name>.yaml`` written by ``zoo report --update-cards`` (export_mobile.measured).
+    measured: tuple[dict, ...] = field(default_factory=tuple)
 
     @property
     def default_degradation(self) -> str:
@@ -92,18 +95,21 @@ def register(card: ModelCard) -> ModelCard:
     measured = _measured_results(card.name)
     if measured:
         card = dataclasses.replace(card, results=tuple(card.results) + measured)
+    rows = _measured_results(card.name, key="measured")
+    if rows:
+        card = dataclasses.replace(card, measured=tuple(card.measured) + rows)
     _REGISTRY[card.name] = card
     return card
 
 
-def _measured_results(name: str) -> tuple[dict, ...]:
-    """Rows of ``zoo/cards/<name>.yaml`` (measured PSNR, latency, ...), kept beside the code."""
+def _measured_results(name: str, key: str = "results") -> tuple[dict, ...]:
+    """Rows under ``key`` of ``zoo/cards/<name>.yaml`` (measured PSNR, latency, ...), kept beside the code."""
     path = RESULTS_DIR / f"{name}.yaml"
     if not path.is_file():
         return ()
     import yaml
 
-    return tuple(yaml.safe_load(path.read_text(encoding="utf-8")).get("results", []))
+    return tuple(yaml.safe_load(path.read_text(encoding="utf-8")).get(key) or [])
 
 
 def _load_families() -> None:

@@ -1,0 +1,295 @@
+"""zoo report (export_mobile/report.py), measured rows (export_mobile/measured.py), zoo info's
+measured rows and the ETDump operator profile (export_mobile/profile.py).
+
+The report is rendered from the hand-made files in tests/data/report and its HTML tables are
+parsed back (html.parser) and compared with the JSON numbers rounded as displayed."""
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from export_mobile import measured as ms
+from export_mobile import report as rp
+from zoo.errors import ZooError
+
+DATA = Path(__file__).parent / "data" / "report"
+GOLDEN = Path(__file__).parent / "data" / "results"
+
+
+class _Tables(HTMLParser):
+    """Every <table id=...> of a page as {id: [header, row, ...]} (cell text, unescaped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._current, self._cell = {}, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._current = self.tables.setdefault(dict(attrs)["id"], [])
+        elif tag == "tr" and self._current is not None:
+            self._current.append([])
+        elif tag in ("td", "th") and self._current is not None:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._current[-1].append(self._cell)
+            self._cell = None
+        elif tag == "table":
+            self._current = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def _tables(page: str) -> dict[str, list[dict]]:
+    parser = _Tables()
+    parser.feed(page)
+    return {name: [dict(zip(rows[0], row)) for row in rows[1:]] for name, rows in parser.tables.items()}
+
+
+def _records(*names):
+    return [record for name in names for record in json.loads((DATA / name).read_text())["records"]]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert rp.main([str(DATA), "-o", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    return page, (out / "report.md").read_text(encoding="utf-8"), _tables(page)
+
+
+def test_accuracy_table_numbers_equal_the_json(rendered):
+    _page, _md, tables = rendered
+    rows = tables["accuracy-table"]
+    records = [r for r in _records("baseline.json", "checks.json") if r.get("accuracy")]
+    assert len(rows) == len(records)
+    by_sha = {(r["artifact"] or {}).get("sha256", "—")[:12]: r for r in records}
+    by_sha["—"] = next(r for r in records if r["kind"] == "baseline")
+    base_psnr = by_sha["—"]["accuracy"]["psnr"]
+    for row in rows:
+        accuracy = by_sha[row["sha256"]]["accuracy"]
+        assert row["PSNR dB"] == f"{accuracy['psnr']:.2f}"
+        assert row["SSIM"] == f"{accuracy['ssim']:.4f}"
+        assert row["images"] == str(accuracy["images"])
+        expected_drop = accuracy.get("drop_db", base_psnr - accuracy["psnr"]) if row["kind"] != "baseline" else 0.0
+        assert row["drop dB"] == f"{expected_drop:.2f}"
+        vs = accuracy.get("psnr_vs_reference")
+        assert row["PSNR vs float dB"] == (f"{vs:.2f}" if vs is not None else "—")
+    psnrs = [float(row["PSNR dB"]) for row in rows]
+    assert psnrs == sorted(psnrs, reverse=True)  # best first
+
+
+def test_latency_table_numbers_equal_the_json(rendered):
+    _page, _md, tables = rendered
+    rows = tables["latency-table"]
+    records = {((r["artifact"] or {}).get("sha256", "—")[:12], r["host"]["name"]): r
+               for r in _records("baseline.json", "checks.json", "device-phone.json")}
+    assert len(rows) == len(records)
+    base = records[("—", "desktop (Test CPU)")]["latency_ms"]["median"]
+    for row in rows:
+        record = records[(row["sha256"], row["host"])]
+        latency = record["latency_ms"]
+        assert row["median ms"] == f"{latency['median']:.2f}"
+        assert row["p90 ms"] == f"{latency['p90']:.2f}"
+        assert row["per"] == latency["per"]
+        assert row["threads"] == str(record["runtime"]["threads"])
+        gmacs = (record.get("throughput") or {}).get("gmacs_per_s")
+        assert row["GMAC/s"] == (f"{gmacs:.1f}" if gmacs is not None else "—")
+        if record.get("throughput", {}).get("megapixels_per_s") is not None:
+            assert row["MP/s"] == f"{record['throughput']['megapixels_per_s']:.2f}"
+        else:  # derived: 256x256 pixels per forward pass
+            assert row["MP/s"] == f"{256 * 256 / 1e6 / (latency['median'] / 1e3):.2f}"
+        if row["host"] == "desktop (Test CPU)":
+            assert row["speedup"] == f"{base / latency['median']:.2f}x"
+        else:
+            assert row["speedup"] == "—"  # no baseline on the phone
+    desktop = [float(row["median ms"]) for row in rows if row["host"] == "desktop (Test CPU)"]
+    assert desktop == sorted(desktop)  # fastest first
+
+
+def test_summary_picks_the_fastest_artifact_within_the_drop_tolerance(rendered):
+    _page, _md, tables = rendered
+    best = {row["host"]: row for row in tables["summary"]}
+    desktop = best["desktop (Test CPU)"]
+    # the all-int8 artifact (ccc..., 30 ms) is faster but drops 0.55 dB > 0.3 dB
+    assert (desktop["sha256"], desktop["median ms"], desktop["drop dB"], desktop["speedup"]) == \
+        ("a" * 12, "40.00", "0.10", "2.50x")
+    assert best['Phone <b>&</b> "X"']["sha256"] == "a" * 12
+
+
+def test_summary_tolerance_is_an_option(tmp_path):
+    rp.main([str(DATA), "-o", str(tmp_path), "--max-drop", "0.6"])
+    best = {row["host"]: row for row in _tables((tmp_path / "report.html").read_text())["summary"]}
+    assert best["desktop (Test CPU)"]["sha256"] == "c" * 12
+
+
+def test_device_and_operator_tables(rendered):
+    _page, _md, tables = rendered
+    (device,) = tables["device-table"]
+    record = _records("device-phone.json")[0]
+    assert device["device"] == record["host"]["name"]  # unescaped back to the original text
+    assert device["identical outputs"] == "1/2"  # astronaut hash equals the desktop check's, coffee's does not
+    assert device["mean image ms"] == f"{(360.0 + 240.0) / 2:.2f}"
+    ops = tables["operators-0"]
+    expected = sorted(record["operators"], key=lambda op: -op["total_ms"])
+    assert [row["operator"] for row in ops] == [op["name"] for op in expected]
+    for row, op in zip(ops, expected):
+        assert row["total ms"] == f"{op['total_ms']:.3f}"
+        assert row["share"] == f"{op['share'] * 100:.1f} %"
+        assert row["calls"] == str(op["calls"])
+
+
+def test_html_is_self_contained_and_escaped(rendered):
+    page, markdown, _tables = rendered
+    for external in ("http://", "https://", "<script", "<link", "src=", "@import"):
+        assert external not in page
+    assert page.count("<svg") == 3  # drop per artifact, latency per host/runtime, drop vs latency
+    assert "<b>&</b>" not in page and "Phone &lt;b&gt;&amp;&lt;/b&gt;" in page
+    assert "<b>" not in markdown
+    assert "| hinet-lite | desktop (Test CPU) | 256x256 | forward | executorch-xnnpack int8 | aaaaaaaaaaaa |" in markdown
+    assert "## Operator profiles" in markdown and "Convolution (NHWC, QD8, F32, QC8W) IGEMM" in markdown
+
+
+def test_golden_device_files_render(tmp_path):
+    rp.main([*map(str, sorted(GOLDEN.glob("*.json"))), "-o", str(tmp_path)])
+    tables = _tables((tmp_path / "report.html").read_text())
+    assert {row["device"] for row in tables["device-table"]} == {"Pixel 8", "iPhone15,2"}
+
+
+def test_invalid_results_file_names_the_field(tmp_path):
+    bad = json.loads((DATA / "checks.json").read_text())
+    bad["records"][1]["latency_ms"]["median"] = -1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ZooError, match=r"records\[1\]\.latency_ms\.median"):
+        rp.main([str(path), "-o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ZooError, match="does not exist"):
+        rp.main([str(tmp_path / "missing.json")])
+
+
+def test_folders_pass_over_json_that_is_not_results(capsys, tmp_path):
+    loaded, skipped = ms.load_results([DATA])
+    assert [path.name for path in skipped] == ["eval-output.json"]
+    assert len(loaded) == 5
+    with pytest.raises(ZooError):  # named explicitly, it must be a results file
+        ms.load_results([DATA / "eval-output.json"])
+
+
+def test_update_cards_keeps_hand_written_rows(tmp_path):
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    original = Path(ms.__file__).resolve().parents[1] / "zoo" / "cards" / "hinet-lite.yaml"
+    shutil.copy(original, cards / "hinet-lite.yaml")
+    loaded, _ = ms.load_results([DATA / "baseline.json", DATA / "checks.json"])
+    (path,) = ms.update_cards(loaded, cards)
+    text = path.read_text()
+    assert text.startswith(original.read_text())  # hand-written part kept byte for byte
+    card = yaml.safe_load(text)
+    assert card["results"] == yaml.safe_load(original.read_text())["results"]
+    rows = {row["sha256"]: row for row in card["measured"]}
+    assert rows["a" * 12]["accuracy"]["drop_db"] == 0.1 and rows["a" * 12]["latency"][0]["median_ms"] == 40.0
+    assert rows[None]["target"] == "pytorch"
+    # a device run later adds the phone's latency to the same artifact row; running twice changes nothing
+    loaded, _ = ms.load_results([DATA / "device-phone.json"])
+    ms.update_cards(loaded, cards)
+    once = path.read_text()
+    ms.update_cards(loaded, cards)
+    assert path.read_text() == once
+    row = next(r for r in yaml.safe_load(once)["measured"] if r["sha256"] == "a" * 12)
+    assert {entry["host"] for entry in row["latency"]} == {"desktop (Test CPU)", 'Phone <b>&</b> "X"'}
+    assert row["accuracy"]["psnr_db"] == 30.02  # kept from the check
+
+
+def test_update_cards_refuses_a_hand_written_measured_key(tmp_path):
+    (tmp_path / "hinet-lite.yaml").write_text("results: []\nmeasured: []\n")
+    loaded, _ = ms.load_results([DATA / "checks.json"])
+    with pytest.raises(ZooError, match="hand-written `measured:`"):
+        ms.update_cards(loaded, tmp_path)
+
+
+def test_zoo_info_shows_measured_rows(capsys, monkeypatch):
+    from zoo.cli import main
+
+    monkeypatch.delenv("ZOO_RESULTS", raising=False)
+    assert main(["info", "hinet-lite", "--results", str(DATA)]) == 0
+    out = capsys.readouterr().out
+    assert "measured: executorch-xnnpack int8 aaaaaaaaaaaa: bundled gaussian:25 (2 images) PSNR 30.02 dB" in out
+    assert "drop 0.10 dB" in out
+    assert "  latency: Phone <b>&</b> \"X\", executorch XnnpackBackend cpu, 256x256 per tile: median 21.50 ms" in out
+    monkeypatch.setenv("ZOO_RESULTS", str(DATA))
+    assert main(["info", "hinet-lite", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {row["sha256"] for row in info["measured"]} >= {"a" * 12, "b" * 12, "c" * 12, None}
+
+
+def _event(name, raw, delegated=False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, is_delegated_op=delegated, perf_data=SimpleNamespace(raw=raw))
+
+
+def test_operator_rows_from_etdump_events():
+    """The aggregation of Inspector events (names and times as executorch 1.5.1's Inspector gives them)."""
+    from types import SimpleNamespace
+
+    from export_mobile.profile import operators_from_events
+
+    execute = SimpleNamespace(name="Execute", events=[
+        _event("Transpose (ND, X32) #1", [9.0, 0.5, 0.5], True),
+        _event("Convolution (NHWC, F32) IGEMM #1", [9.0, 2.0, 4.0], True),
+        _event("Convolution (NHWC, F32) IGEMM #2", [9.0, 3.0, 3.0], True),
+        _event("DELEGATE_CALL", [30.0, 6.5, 8.5]),
+        _event("native_call_relu.out", [1.0, 1.0, 1.0]),
+        _event("OPERATOR_CALL", [1.1, 1.1, 1.1]),
+        _event("Method::execute", [40.0, 8.0, 10.0]),
+    ])
+    init = SimpleNamespace(name="Default", events=[_event("Method::init", [5.0]), _event("Program::load_method", [5.1])])
+    operators, execute_ms = operators_from_events([init, execute], warmup=1)
+    assert execute_ms == [8.0, 10.0]
+    rows = {op["name"]: op for op in operators}
+    # conv: (2 + 3 + 4 + 3) / 2 runs = 6 ms over 2 calls; delegate overhead (6.5 + 8.5) / 2 - 6.5 = 1 ms
+    assert rows["Convolution (NHWC, F32) IGEMM"] == {"name": "Convolution (NHWC, F32) IGEMM", "calls": 2,
+                                                     "total_ms": 6.0, "share": 6.0 / 9.0, "delegated": True}
+    assert rows["relu.out"]["delegated"] is False and rows["relu.out"]["total_ms"] == 1.0
+    assert rows["delegate call overhead"]["total_ms"] == pytest.approx(1.0)
+    assert rows["runtime overhead (outside operators)"]["total_ms"] == pytest.approx(9.0 - 6.0 - 0.5 - 1.0 - 1.0)
+    assert [op["name"] for op in operators][0] == "Convolution (NHWC, F32) IGEMM"
+    assert sum(op["share"] for op in operators) == pytest.approx(1.0)
+    assert operators_from_events([init]) == ([], [])
+
+
+@pytest.mark.slow
+def test_profile_operators_on_a_tiny_xnnpack_program(tmp_path):
+    """ETDump + Inspector on this machine: XNNPACK operators by name, slowest first, shares <= 1."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from export_mobile.profile import profile_operators
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 3, 3, padding=1)).eval()
+    example = torch.rand(1, 3, 16, 16)
+    program = to_edge_transform_and_lower(torch.export.export(model, (example,)),
+                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = tmp_path / "tiny.pte"
+    path.write_bytes(program.buffer)
+    operators = profile_operators(path, example, runs=3)
+    names = [op["name"] for op in operators]
+    assert any(name.startswith("Convolution") for name in names)
+    conv = next(op for op in operators if op["name"].startswith("Convolution"))
+    assert conv["calls"] == 2 and conv["delegated"] is True
+    assert [op["total_ms"] for op in operators] == sorted((op["total_ms"] for op in operators), reverse=True)
+    assert all(0 <= op["share"] <= 1 for op in operators)
+    assert 0.9 <= sum(op["share"] for op in operators) <= 1.01
+    with pytest.raises(ZooError, match="not an ExecuTorch .pte"):
+        profile_operators(tmp_path / "missing.pte")
