@@ -323,6 +323,9 @@ def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized,
 
 def _publish(temporary: Path, folder: Path) -> None:
     """Move the finished ``temporary`` folder to ``folder``, replacing an earlier export there."""
+    from zoo.atomic import DIR_MODE
+
+    os.chmod(temporary, DIR_MODE)  # mkdtemp made it private (0700)
     if not folder.exists():
         os.rename(temporary, folder)
         return

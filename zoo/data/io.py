@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from zoo.atomic import FILE_MODE as _FILE_MODE  # mkstemp files are 0600; outputs get the usual mode
 from zoo.errors import ZooError
 
 #: Default largest image (width x height) that :func:`read_image` decodes: 100 megapixels,
@@ -57,14 +58,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PILLOW_LOCK = threading.RLock()
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Files from mkstemp are private (0600); finished outputs get the usual permissions instead.
-_FILE_MODE = 0o666 & ~_current_umask()
 
 
 @dataclass
