@@ -304,7 +304,7 @@ def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized,
     from quantize.ptq import quantization_info, quantize_ptq
     from quantize.recipes import MixedPrecision
 
-    degradation = getattr(card, "training_degradation", None) or card.default_degradation
+    degradation = card.calibration_degradation
     calibration_set = build_calibration_set(degradation, tile=tile, count=calibration_images,
                                             source=calibration, data_root=data_root)
     graph_module = quantize_ptq(model, example, recipe, calibration_set, mixed=MixedPrecision.parse(mixed))

@@ -28,12 +28,6 @@ DEFAULT_QAT_STEPS = 200
 DEFAULT_QAT_LR = 1e-5
 
 
-def _training_degradation(card) -> str:
-    """The degradation calibration/QAT crops are made with: the card's training degradation
-    when it records one, else the task's default evaluation degradation."""
-    return getattr(card, "training_degradation", None) or card.default_degradation
-
-
 def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_dir: str | Path,
                  weights: str | Path | None = None, untrained: bool = False, tile: int | None = None,
                  calib_images: int = DEFAULT_CALIB_IMAGES, calib_source: str = "auto",
@@ -78,7 +72,7 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
         raise ZooError(f"tile {tile} is not a multiple of {model_name}'s size multiple {card.size_multiple}",
                        f"use --tile {max(card.size_multiple, tile // card.size_multiple * card.size_multiple)}")
     mixed_precision = MixedPrecision.parse(mixed)
-    spec = degradation or _training_degradation(card)
+    spec = degradation or card.calibration_degradation
 
     output_dir = Path(output_dir)
     model_path = output_dir / f"{model_name}_{recipe.NAME}_{method}.pt2"

@@ -59,6 +59,9 @@ class ModelCard:
     overlap: int = 32
     #: Whether the model is a per-image optimisation (no trained weights, not exportable).
     zero_shot: bool = False
+    #: Degradation the shipped weights were trained for (e.g. "gaussian:15-50" for a blind
+    #: denoiser); calibration and QAT crops use it. None: the task's default degradation.
+    training_degradation: str | None = None
     paper: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: Measured results, one dict per row (dataset, degradation, metric values, source).
@@ -72,6 +75,12 @@ class ModelCard:
         if self.task == "sr":
             return f"bicubic:x{self.scale}"
         return TASK_DEFAULT_DEGRADATION[self.task]
+
+    @property
+    def calibration_degradation(self) -> str:
+        """Degradation of calibration / QAT crops: what the weights were trained for, else the
+        task's default evaluation degradation."""
+        return self.training_degradation or self.default_degradation
 
     @property
     def weights_path(self) -> Path | None:

@@ -300,6 +300,7 @@ for _name, _variant, _widths, _encoder, _decoder, _weights, _summary in _TIERS:
         weights=_weights,
         tile=256,
         overlap=32,
+        training_degradation="gaussian:15-50",
         paper=PAPER,
         notes=_notes(_widths, _encoder, _decoder),
     ))
