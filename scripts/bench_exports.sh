@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Export MODEL to every desktop-runnable target at one tile and bench them against PyTorch eager.
 # Usage: scripts/bench_exports.sh MODEL [TILE] [extra zoo export args, e.g. --untrained]
+# EXPORT_ONLY=1: build the artifacts, skip the bench.
 # Writes exports/bench/<model>/<target>-<precision>/ and results/bench_<model>_<tile>.json.
 set -euo pipefail
 model=$1; tile=${2:-256}; shift; shift || true
@@ -18,6 +19,7 @@ for cell in executorch-xnnpack:fp32 executorch-xnnpack:int8 tflite:fp32 tflite:i
   fi
   targets+=("$out")
 done
+[ "${EXPORT_ONLY:-0}" = 1 ] && exit 0
 untrained=(); for arg in "$@"; do [ "$arg" = --untrained ] && untrained=(--untrained); done
 "$zoo" bench "$model" "${targets[@]}" "${untrained[@]}" --size "${tile}x${tile}" \
   --json "results/bench_${model}_${tile}.json"

@@ -176,7 +176,10 @@ class DistillConfig:
     alpha: float = 1.0
     #: Weight of the intermediate-feature terms.
     beta: float = 0.0
-    output_loss: Literal["l1", "mse", "charbonnier"] = "l1"
+    #: Loss between student and teacher outputs. With the PSNR task loss use "psnr": its gradient
+    #: is 10/(ln 10 * MSE) times the MSE gradient, about 200x an L1 term's at 27 dB, so an L1 term
+    #: at alpha 1 barely moves the student (measured: +0.01 dB over scratch).
+    output_loss: Literal["psnr", "l1", "mse", "charbonnier"] = "l1"
     feature_loss: Literal["l1", "mse"] = "mse"
     features: list[FeatureTap] = field(default_factory=list)
 
