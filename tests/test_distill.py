@@ -119,6 +119,21 @@ def test_distillation_loss_terms_equal_their_definitions_and_adapters_get_gradie
     assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
 
 
+def test_psnr_output_loss_is_minus_the_psnr_between_student_and_teacher(setup):
+    raw, _, _ = setup
+    raw["distill"].update(output_loss="psnr", beta=0.0)
+    _config, student, objective = _prepared(raw)
+    generator = torch.Generator().manual_seed(2)
+    target = torch.rand(2, 3, 16, 16, generator=generator)
+    degraded = target + 0.1 * torch.randn(2, 3, 16, 16, generator=generator)
+    _total, terms = objective(student, degraded, target)
+    with torch.no_grad():
+        final = student(degraded, return_stages=True)[-1]
+        mse = ((final - objective.teacher(degraded)) ** 2).flatten(1).mean(dim=1)
+        expected = float((10 * torch.log10(mse + 1e-8)).mean())  # per image, then the batch mean
+    assert float(terms["distill_output"]) == pytest.approx(expected, abs=1e-3)
+
+
 def test_feature_term_changes_the_student_gradient(setup):
     raw, _, _ = setup
     grads = []
