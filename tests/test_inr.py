@@ -21,9 +21,11 @@ from zoo.models.inr import (
     tile_starts,
 )
 
-# A small network so mechanism tests take a fraction of a second.
+# A small network so mechanism tests take a fraction of a second. It takes whole-tile steps and
+# returns the last iterate (no pixel subsets, no weight averaging), so the stopping rule is exact;
+# the tests of those two options switch them on.
 SMALL = INRConfig(fourier_features=16, hidden_width=32, hidden_layers=2, max_steps=300, learning_rate=1e-2,
-                  selective_decay=0.0)
+                  selective_decay=0.0, pixels_per_step=None, weight_average=0.0)
 
 
 @pytest.fixture(autouse=True)
@@ -159,6 +161,50 @@ def test_dropping_finished_tiles_leaves_the_others_fits_unchanged():
         torch.testing.assert_close(kept.detach(), full.detach()[keep])
 
 
+def test_fit_is_invariant_to_the_tiles_mean_colour():
+    noisy = _noisy(_smooth_target(), 20, seed=4)
+    shift = torch.tensor([0.3, -0.2, 0.1])[None, :, None, None]
+    exact = replace(SMALL, compute_dtype="float32")  # bfloat16 rounding would amplify float32 rounding
+    plain = fit_tiles(noisy, 20 / 255, exact)
+    shifted = fit_tiles(noisy + shift, 20 / 255, exact)
+    assert torch.equal(plain.stop_steps, shifted.stop_steps)
+    torch.testing.assert_close(shifted.fitted, plain.fitted + shift, atol=1e-4, rtol=0)
+
+
+def test_weight_average_changes_the_output_not_the_fit():
+    noisy = _noisy(_smooth_target(), 20, seed=5)
+    sigma = 20 / 255
+    last = fit_tiles(noisy, sigma, SMALL)
+    averaged = fit_tiles(noisy, sigma, replace(SMALL, weight_average=0.9))
+    tiny = fit_tiles(noisy, sigma, replace(SMALL, weight_average=1e-9))
+    assert bool(last.stopped.all())
+    # the running average only watches the training: same stop, and a vanishing decay is the last iterate
+    assert torch.equal(averaged.stop_steps, last.stop_steps) and torch.equal(tiny.stop_steps, last.stop_steps)
+    torch.testing.assert_close(tiny.fitted, last.fitted)
+    assert not torch.allclose(averaged.fitted, last.fitted, atol=1e-3)
+    # the reported residual is the returned output's; the average lags the trained network a few
+    # steps, so it sits at or a little above sigma^2 (most above for the channel stopped earliest)
+    per_channel = ((averaged.fitted - noisy) ** 2).mean(dim=(2, 3))[0]
+    torch.testing.assert_close(per_channel, averaged.residual[0])
+    assert bool((per_channel >= 0.98 * sigma ** 2).all() and (per_channel <= 1.25 * sigma ** 2).all())
+
+
+def test_bfloat16_products_fit_like_float32():
+    from zoo.models.inr import compute_dtype
+
+    assert compute_dtype(replace(SMALL, compute_dtype="float32"), torch.device("cpu")) == torch.float32
+    assert compute_dtype(replace(SMALL, compute_dtype="bfloat16"), torch.device("cpu")) == torch.bfloat16
+    assert compute_dtype(replace(SMALL, compute_dtype="auto"), torch.device("cuda")) == torch.float32
+    with pytest.raises(ZooError, match="compute_dtype"):
+        INRConfig(compute_dtype="float16")
+    noisy = _noisy(_smooth_target(), 20, seed=6)
+    single = fit_tiles(noisy, 20 / 255, replace(SMALL, compute_dtype="float32"))
+    half = fit_tiles(noisy, 20 / 255, replace(SMALL, compute_dtype="bfloat16"))
+    assert bool(half.stopped.all()) and half.fitted.dtype == torch.float32
+    assert (half.stop_steps - single.stop_steps).abs().max() <= 0.2 * single.stop_steps.max()
+    assert _psnr(half.fitted, single.fitted) > 40
+
+
 def test_pixel_subsets_stop_on_an_exact_whole_tile_check():
     noisy = _noisy(_smooth_target(), 20, seed=3)
     fit = fit_tiles(noisy, 20 / 255, replace(SMALL, max_steps=600, pixels_per_step=512))
@@ -173,7 +219,7 @@ def test_pixel_subsets_stop_on_an_exact_whole_tile_check():
 def test_small_end_to_end_denoise_beats_the_noisy_input():
     clean = _photo("chelsea", 64)
     noisy = _noisy(clean, 25)
-    model = ZeroShotINRDenoiser(replace(INRConfig(), hidden_width=64, learning_rate=3e-3))
+    model = ZeroShotINRDenoiser(replace(INRConfig(), hidden_width=64))
     with torch.inference_mode():  # as the CLI runs models
         restored = model(noisy[None])[0]
     report = model.last_report
@@ -317,6 +363,9 @@ def test_ablation_benchmark_writes_a_table_and_json(data_root, tmp_path, capsys)
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {"noisy", "inr", "inr-no-early-stop", "wavelet"}
     assert rows["inr-no-early-stop"]["stop_iteration"] == 30 and not rows["inr-no-early-stop"]["stopped_early"]
+    # one 40x40 tile, 512 random pixels per step, all 30 steps (the final evaluation is not a step)
+    assert rows["inr-no-early-stop"]["pixel_steps"] == 30 * 512
+    assert 0 < rows["inr"]["pixel_steps"] <= 30 * 512 + 30 * 1600 // 3
     assert rows["noisy"]["psnr"] == pytest.approx(20.2, abs=0.6)  # 10 log10(255^2 / 25^2) = 20.17 dB
     assert result["summary"]["25"]["inr"]["psnr"] == rows["inr"]["psnr"]
     assert "inr-no-early-stop" in capsys.readouterr().out

@@ -84,7 +84,7 @@ def _inr_method(name: str, config) -> Callable:
 
     def run(noisy: torch.Tensor, sigma_255: float) -> tuple[torch.Tensor, dict]:
         restored, report = model.denoise(noisy)
-        keep = ("noise_sigma", "stop_iteration", "max_stop_iteration", "stopped_early", "residual")
+        keep = ("noise_sigma", "stop_iteration", "max_stop_iteration", "stopped_early", "residual", "pixel_steps")
         return restored, {key: report[key] for key in keep}
 
     return run
@@ -126,7 +126,7 @@ def run_inr_ablation(data_root: str | os.PathLike | None = None, n_images: int =
     ``progress``: one line per finished (image, sigma, method) on stderr (or ``log``).
     Returns ``{"settings", "rows", "summary", "table"}``; ``summary[sigma][method]`` holds the
     mean ``psnr`` (dB), ``seconds`` (wall) and ``cpu_seconds`` per crop, and for INR variants the
-    mean ``stop_iteration``.
+    mean ``stop_iteration`` and ``pixel_steps`` (the fit's work, independent of the machine's load).
     """
     from zoo.data.datasets import resolve_data_root
     from zoo.data.degradations import parse_degradation
@@ -193,6 +193,7 @@ def _summarise(rows: list[dict], sigmas: Sequence[float], methods: Sequence[str]
                      for key in ("psnr", "seconds", "cpu_seconds")}
             if name in INR_METHODS:
                 entry["stop_iteration"] = round(sum(r["stop_iteration"] for r in chosen) / len(chosen), 1)
+                entry["pixel_steps"] = round(sum(r["pixel_steps"] for r in chosen) / len(chosen))
                 entry["stopped_early"] = sum(bool(r["stopped_early"]) for r in chosen)
             entry["images"] = len(chosen)
             per_method[name] = entry

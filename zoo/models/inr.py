@@ -15,9 +15,15 @@ The network (see :class:`INRConfig` for every choice and why):
   frequencies ``f`` drawn once from a Gaussian (cycles per pixel, so tiles of any size behave
   alike);
 * a ReLU MLP, whose low-frequency-first fitting is what early stopping exploits;
-* output: colour in an orthonormal opponent colour space (luma and two chroma axes). White noise
-  keeps the same variance on each axis, while photos carry far less chroma than luma detail, so
-  each axis is stopped on its own when its residual reaches the noise variance.
+* output: colour in an orthonormal opponent colour space (luma and two chroma axes), as the
+  deviation from the tile's mean colour. White noise keeps the same variance on each axis, while
+  photos carry far less chroma than luma detail, so each axis is stopped on its own when its
+  residual reaches the noise variance.
+
+Each Adam step sees a random subset of a tile's pixels (a whole-tile check confirms the stop), and
+what is returned is a running average of the weights rather than the last iterate; on CPUs that
+multiply bfloat16 natively the matrix products run in bfloat16. Together these made the fit about
+5x cheaper and 1 dB better than full-tile float32 steps on the tuning crops (docs/inr.md).
 
 Photos larger than one tile are fitted tile by tile (overlapping tiles, blended with ramps), so
 memory is bounded and a 12-megapixel photo finishes; several tiles are fitted at once as one
@@ -41,6 +47,9 @@ from zoo.errors import ZooError
 from zoo.noise_level import PATCH_SIZE, estimate_noise_sigma
 from zoo.registry import ModelCard, register
 
+#: With pixel subsets, steps between two exact whole-tile checks of the stopping rule.
+CHECK_INTERVAL = 10
+
 #: Orthonormal RGB -> opponent colour transform (rows: luma, red-blue, green-magenta). Being
 #: orthonormal, it keeps white noise white with the same sigma on every axis.
 OPPONENT_FROM_RGB = torch.tensor([
@@ -58,27 +67,33 @@ class INRConfig:
     #: Random Fourier frequencies (the encoding has twice as many values: sin and cos).
     fourier_features: int = 64
     #: Standard deviation of the frequencies, in cycles per pixel. Small values make the fit
-    #: start from large smooth shapes; 0.02 (a period of ~50 px on average) denoised best.
+    #: start from large smooth shapes; 0.02 (a period of ~50 px on average) denoised best. 0.015
+    #: lost 1 dB; 0.025-0.03 need 30-45% less work, gain on dense texture, lose 0.1-0.4 dB elsewhere.
     fourier_std: float = 0.02
-    #: Width of the hidden ReLU layers (96 denoised as well as 128 at half the cost).
+    #: Width of the hidden ReLU layers (64: 0.6x the time, -0.25 dB; 128: 1.4x the time, -0.15 dB).
     hidden_width: int = 96
     #: Number of hidden ReLU layers (the output layer comes on top).
     hidden_layers: int = 3
     #: Adam learning rate (constant: the early stop ends the fit, so no decay schedule is needed).
-    #: 3e-3 stops in about half the steps of 1e-3 at the same or better PSNR.
-    learning_rate: float = 3e-3
-    #: Most Adam steps per tile; the fit of a 256x256 crop normally stops after 150-500.
+    #: With pixel subsets and weight averaging, 7e-3 beat 5e-3 and 1e-2 (+0.13 / +0.04 dB over
+    #: 1e-2 at sigma 15 / 25, 10% less work); 2e-2 is unstable (-1.3 dB).
+    learning_rate: float = 7e-3
+    #: Most Adam steps per tile. With 512-pixel steps the tiles of a 256x256 crop stop after 150-350
+    #: steps on average; densely textured ones reach the cap (500 saved 15-20% and lost 0.4-0.6 dB).
     max_steps: int = 800
-    #: Pixels per Adam step (a random subset); None or >= the tile's pixels: all of them.
-    pixels_per_step: int | None = None
+    #: Pixels per Adam step (a random subset of the ~2100 of a tile); None or >= the tile's pixels:
+    #: all of them. 512 takes more steps but half the work of whole tiles at the same PSNR; 256
+    #: loses 0.6 dB at sigma 15, 1024 costs 1.45x for +0.07 dB.
+    pixels_per_step: int | None = 512
     #: Stop when the residual reaches the estimated noise variance (False: run all max_steps).
     early_stopping: bool = True
-    #: Stop when residual MSE <= stop_ratio * sigma_estimate**2.
+    #: Stop when residual MSE <= stop_ratio * sigma_estimate**2 (0.95 / 1.05: -0.2 / -0.4 dB).
     stop_ratio: float = 1.0
     #: Stop each opponent-colour channel on its own residual (False: one stop on the RGB mean).
     per_channel_stopping: bool = True
     #: Decoupled (AdamW) weight decay on the weights of the last ``decay_layers`` layers; 0 = off.
-    #: 1.0 was best of 0, 0.3, 1, 3 (+0.2 dB over 0; 3 delays the stop past max_steps).
+    #: 1.0 was best of 0, 0.3, 1, 3 in the original setting (+0.2 dB over 0; 3 delays the stop past
+    #: max_steps); with weight averaging and lr 1e-2, 0 / 0.3 / 1 were within 0.15 dB (noise).
     selective_decay: float = 1.0
     #: How many layers, counted back from the output, get the selective decay.
     decay_layers: int = 2
@@ -90,11 +105,20 @@ class INRConfig:
     #: 0.7 dB. Also what bounds memory for large photos.
     tile_size: int = 48
     #: Overlap between neighbouring tiles, in pixels (blended with linear ramps; the blend also
-    #: averages independent fits, worth ~0.15 dB more than 16 px at 24 px, for 1.6x the work).
+    #: averages independent fits: 8 px instead of 16 saved 30% of the work and lost 0.25 dB).
     tile_overlap: int = 16
     #: Tiles fitted together as one batched network (None: 32 on CPU, 256 on CUDA); finished
     #: tiles leave the batch, so batching costs no extra steps and saves per-step overhead.
     tiles_per_batch: int | None = None
+    #: Running average of the weights: after every step ``mean += (1 - weight_average) * (weights - mean)``.
+    #: The stop is decided on the trained networks; the averaged networks are returned (0: the last
+    #: iterate). Free (the fit is unchanged) and +0.5 dB at both sigmas; 0.9 beat 0.8 and 0.95.
+    weight_average: float = 0.9
+    #: Dtype of the matrix products: "auto" (bfloat16 on CPUs that multiply it natively, i.e.
+    #: AVX512-BF16 or AMX, else float32), "float32" or "bfloat16". Weights, Adam and the output
+    #: layer's bias stay float32. bfloat16 made a step 1.6-2x faster on an AVX512-BF16 CPU for
+    #: -0.06 / -0.01 dB at sigma 15 / 25.
+    compute_dtype: str = "auto"
     #: Seed of the random frequencies and initial weights (results are reproducible).
     seed: int = 0
 
@@ -110,6 +134,12 @@ class INRConfig:
         if not 0 <= self.tile_overlap < self.tile_size // 2:
             raise ZooError(f"INRConfig.tile_overlap={self.tile_overlap} must be below half the tile size",
                            "lower tile_overlap")
+        if self.compute_dtype not in ("auto", "float32", "bfloat16"):
+            raise ZooError(f"INRConfig.compute_dtype={self.compute_dtype!r} is not one of auto, float32, bfloat16",
+                           "use compute_dtype='auto'")
+        if not 0 <= self.weight_average < 1:
+            raise ZooError(f"INRConfig.weight_average={self.weight_average} must be in [0, 1)",
+                           "use 0.9, or 0 for none")
         if self.tile_size < PATCH_SIZE * 4:
             raise ZooError(f"INRConfig.tile_size={self.tile_size} is too small", "use at least 32 pixels")
 
@@ -161,15 +191,18 @@ class FourierFeatureMLP(nn.Module):
         phase = 2 * math.pi * positions @ self.frequencies
         return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        batch = self.weights[0].shape[0]
-        first_weight = self.weights[0]
-        # The first layer of every network reads the same features: one wide matrix product.
-        hidden = (features @ first_weight.permute(1, 0, 2).reshape(first_weight.shape[1], -1))
-        hidden = hidden.reshape(features.shape[0], batch, -1).transpose(0, 1) + self.biases[0]
-        for weight, bias in zip(self.weights[1:], self.biases[1:]):
-            hidden = torch.baddbmm(bias, torch.relu(hidden), weight)
-        return hidden
+    def forward(self, features: torch.Tensor, parameters: tuple[list, list] | None = None) -> torch.Tensor:
+        """The networks' outputs (batch, n, out) at ``features``; ``parameters`` = (weights, biases)
+        replaces the module's own (e.g. their running average)."""
+        # The matrix products run in the features' dtype (float32, or bfloat16 where the CPU
+        # multiplies it natively); the output bias is added in float32 so the fit stays precise.
+        weights, biases = parameters if parameters is not None else (self.weights, self.biases)
+        dtype = features.dtype
+        batch = weights[0].shape[0]
+        hidden = torch.baddbmm(biases[0].to(dtype), features.expand(batch, *features.shape), weights[0].to(dtype))
+        for weight, bias in zip(weights[1:-1], biases[1:-1]):
+            hidden = torch.baddbmm(bias.to(dtype), torch.relu(hidden), weight.to(dtype))
+        return torch.bmm(torch.relu(hidden), weights[-1].to(dtype)).float() + biases[-1]
 
     def layer_weights(self) -> list[nn.Parameter]:
         """The weight tensors, input layer first."""
@@ -196,40 +229,51 @@ class TileFit:
     stop_steps: torch.Tensor
     stopped: torch.Tensor
     residual: torch.Tensor
+    work: int = 0
 
 
 def fit_tiles(targets: torch.Tensor, noise_sigma: float, config: INRConfig, *,
               progress_bar=None) -> TileFit:
     """Fit one INR per tile to ``targets`` (batch, C, h, w) and stop at the noise level.
 
-    ``noise_sigma`` is the noise standard deviation in the targets' units ([0, 1] scale). A channel
-    (per tile) is frozen at the first step whose residual MSE over the whole tile is
-    <= ``stop_ratio * noise_sigma**2`` and drops out of the loss; a tile whose channels are all
-    frozen leaves the batch, and the fit ends when none is left or after ``max_steps``. With
-    ``pixels_per_step`` below the tile's pixel count each step sees a random subset of pixels (an
-    unbiased estimate of the loss); a subset estimate below the threshold triggers an exact
-    whole-tile check before a channel is frozen.
+    ``noise_sigma`` is the noise standard deviation in the targets' units ([0, 1] scale). Each
+    network fits its tile's deviation from the tile's mean colour. A channel (per tile) is frozen
+    at the first step whose residual MSE over the whole tile is <= ``stop_ratio * noise_sigma**2``
+    and drops out of the loss; a tile whose channels are all frozen leaves the batch, and the fit
+    ends when none is left or after ``max_steps``. With ``pixels_per_step`` below the tile's pixel
+    count each step sees a random subset of pixels (an unbiased estimate of the loss); a subset
+    estimate below the threshold triggers an exact whole-tile check (at most one per
+    ``CHECK_INTERVAL`` steps) before a channel is frozen. With ``weight_average`` the stop is
+    decided on the trained networks as above, and what is returned for a frozen channel is the
+    output of the running average of the weights at that step (``residual`` is that output's).
     """
     batch, channels, height, width = targets.shape
     device = targets.device
     generator = torch.Generator().manual_seed(config.seed)
     model = FourierFeatureMLP(batch, channels, config, generator).to(device)
     optimizer = _adam(model, config)
-    features = model.encode(height, width)
+    features = model.encode(height, width).to(compute_dtype(config, device))
     target = targets.reshape(batch, channels, -1).transpose(1, 2)  # (batch, n, C)
+    offset = target.mean(dim=1, keepdim=True)
+    target = (target - offset).contiguous()  # each network fits its tile's deviation from the mean colour
     pixels = target.shape[1]
     subset = config.pixels_per_step if config.pixels_per_step and config.pixels_per_step < pixels else None
     order = torch.randperm(pixels, generator=generator).to(device) if subset else None
     cursor = 0
     threshold = config.stop_ratio * noise_sigma ** 2
+    beta = config.weight_average
+    averaged = None  # (weights, biases) of the running average, when one is kept
+    if beta:
+        averaged = ([w.detach().clone() for w in model.weights], [b.detach().clone() for b in model.biases])
     fitted = torch.zeros_like(target)
     frozen = torch.zeros(batch, channels, dtype=torch.bool, device=device)
     stop_steps = torch.full((batch, channels), config.max_steps, dtype=torch.long, device=device)
     residual = torch.zeros(batch, channels, device=device)
     active = torch.arange(batch, device=device)  # tiles still fitted; row i of the model is tile active[i]
+    active_target, active_frozen = target, frozen.clone()
     next_check = 0  # with subsets: no exact check before this step (after a failed one)
+    work = 0  # pixels through a training step, summed over tiles; a whole-tile check counts 1/3
     for step in range(1, config.max_steps + 1):
-        active_target = target[active]
         if subset:
             if cursor + subset > pixels:
                 order = torch.randperm(pixels, generator=generator).to(device)
@@ -238,30 +282,39 @@ def fit_tiles(targets: torch.Tensor, noise_sigma: float, config: INRConfig, *,
             cursor += subset
             prediction = model(features[index])
             mse = ((prediction - active_target[:, index]) ** 2).mean(dim=1)  # (active, C), estimated
+            work += len(active) * subset
         else:
             prediction = model(features)
             mse = ((prediction - active_target) ** 2).mean(dim=1)  # (active, C), exact
+            work += len(active) * pixels
         with torch.no_grad():
             estimate = mse.detach()
-            active_frozen = frozen[active]
-            if config.early_stopping and bool(_reached(estimate, threshold, config)[~active_frozen].any()):
+            if (config.early_stopping and (subset is None or step >= next_check)
+                    and bool(_reached(estimate, threshold, config)[~active_frozen].any())):
                 if subset is None:
                     whole, exact = prediction.detach(), estimate
-                elif step >= next_check:
+                else:
                     whole = model(features)
                     exact = ((whole - active_target) ** 2).mean(dim=1)
-                    next_check = step + 10
-                else:
-                    whole = exact = None
-                if whole is not None:
-                    newly = _reached(exact, threshold, config) & ~active_frozen
-                    fitted[active] = torch.where(newly[:, None, :], whole, fitted[active])
-                    residual[active] = torch.where(newly, exact, residual[active])
-                    stop_steps[active] = torch.where(newly, step, stop_steps[active])
+                    next_check = step + CHECK_INTERVAL
+                    work += len(active) * pixels // 3
+                newly = _reached(exact, threshold, config) & ~active_frozen
+                if bool(newly.any()):
+                    rows = newly.any(dim=1).nonzero().squeeze(1)  # rows of the batch with a new stop
+                    if beta:  # return the averaged networks, not the last iterate
+                        output = model(features, ([w[rows] for w in averaged[0]], [b[rows] for b in averaged[1]]))
+                        output_mse = ((output - active_target[rows]) ** 2).mean(dim=1)
+                        work += len(rows) * pixels // 3
+                    else:
+                        output, output_mse = whole[rows], exact[rows]
+                    tiles, new = active[rows], newly[rows]
+                    fitted[tiles] = torch.where(new[:, None, :], output, fitted[tiles])
+                    residual[tiles] = torch.where(new, output_mse, residual[tiles])
+                    stop_steps[tiles] = torch.where(new, step, stop_steps[tiles])
                     active_frozen = active_frozen | newly
                     frozen[active] = active_frozen
-            residual[active] = torch.where(active_frozen, residual[active], estimate)
         if progress_bar is not None:
+            residual[active] = torch.where(active_frozen, residual[active], estimate)
             progress_bar.update(1)
             progress_bar.set_postfix(rms_255=f"{math.sqrt(float(residual.mean())) * 255:.2f}",
                                      done=f"{int(frozen.sum())}/{frozen.numel()}", refresh=False)
@@ -273,24 +326,57 @@ def fit_tiles(targets: torch.Tensor, noise_sigma: float, config: INRConfig, *,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if beta:
+            with torch.no_grad():
+                for mean, live in zip(averaged[0] + averaged[1], list(model.weights) + list(model.biases)):
+                    mean.lerp_(live, 1 - beta)
         finished = active_frozen.all(dim=1)
         if bool(finished.any()):  # drop finished tiles so no step is spent on them
-            optimizer = _keep_rows(model, optimizer, ~finished, config)
-            active = active[~finished]
+            keep = ~finished
+            optimizer = _keep_rows(model, optimizer, keep, config)
+            active, active_frozen = active[keep], active_frozen[keep]
+            active_target = target[active]
+            if beta:
+                averaged = ([w[keep] for w in averaged[0]], [b[keep] for b in averaged[1]])
     else:
         with torch.no_grad():
-            final = model(features)  # the fit after the last update
+            final = model(features, averaged)  # the fit after the last update (averaged, if so set)
             left = ~frozen[active]
             residual[active] = torch.where(left, ((final - target[active]) ** 2).mean(dim=1), residual[active])
             fitted[active] = torch.where(left[:, None, :], final, fitted[active])
+    fitted = fitted + offset
     return TileFit(fitted=fitted.transpose(1, 2).reshape(batch, channels, height, width),
-                   stop_steps=stop_steps.cpu(), stopped=frozen.cpu(), residual=residual.cpu())
+                   stop_steps=stop_steps.cpu(), stopped=frozen.cpu(), residual=residual.cpu(), work=work)
 
 
 def _adam(model: FourierFeatureMLP, config: INRConfig) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay on the last ``decay_layers`` layers only (AdamW groups)."""
     return torch.optim.AdamW(selective_decay_groups(model, config.selective_decay, config.decay_layers),
-                             lr=config.learning_rate)
+                             lr=config.learning_rate, fused=_fused_adam(model))
+
+
+def _fused_adam(model: FourierFeatureMLP) -> bool | None:
+    """The fused AdamW kernel where torch has one (one pass over the weights per step)."""
+    return True if model.frequencies.device.type in ("cpu", "cuda") else None
+
+
+def compute_dtype(config: INRConfig, device: torch.device) -> torch.dtype:
+    """The dtype of the network's matrix products (see ``INRConfig.compute_dtype``)."""
+    if config.compute_dtype != "auto":
+        return getattr(torch, config.compute_dtype)
+    if device.type == "cpu" and native_cpu_bfloat16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(cpu, name)() for name in checks if hasattr(cpu, name))
+    except RuntimeError:
+        return False
 
 
 def _keep_rows(model: FourierFeatureMLP, optimizer: torch.optim.Optimizer, keep: torch.Tensor,
@@ -375,7 +461,8 @@ class ZeroShotINRDenoiser(nn.Module):
         ``stopped_early`` (all of them reached the noise level before ``max_steps``),
         ``stopped_fraction`` (the share of tile channels that did), ``residual`` (RMS difference
         between output and input, 0-255 scale; near ``noise_sigma`` when stopped early),
-        ``fit_seconds``, ``tiles``.
+        ``fit_seconds``, ``tiles``, ``pixel_steps`` (pixels through a training step, summed over
+        tiles and steps, whole-tile checks counting a third: the work, independent of the machine).
         """
         start = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
@@ -399,7 +486,7 @@ class ZeroShotINRDenoiser(nn.Module):
         sigma = estimate_noise_sigma(colour)  # also refuses tiny and NaN images
         report = {"noise_sigma": round(sigma * 255, 3), "tiles": 0, "stop_iteration": 0,
                   "max_stop_iteration": 0, "stopped_early": True, "stopped_fraction": 1.0, "residual": 0.0,
-                  "status": "clean"}
+                  "pixel_steps": 0, "status": "clean"}
         if sigma * 255 < config.clean_sigma:
             return image, report
         if colour.shape[0] == 3:
@@ -430,6 +517,7 @@ class ZeroShotINRDenoiser(nn.Module):
         total = torch.zeros_like(image)
         weight_sum = torch.zeros(1, height, width, device=image.device)
         stop_steps, stopped = [], []
+        work = 0
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -447,6 +535,7 @@ class ZeroShotINRDenoiser(nn.Module):
                     weight_sum[:, top:top + tile_h, left:left + tile_w] += weight
                 stop_steps.append(result.stop_steps)
                 stopped.append(result.stopped)
+                work += result.work
         finally:
             if bar is not None:
                 bar.close()
@@ -454,7 +543,8 @@ class ZeroShotINRDenoiser(nn.Module):
         stopped = torch.cat(stopped)
         report = {"tiles": len(boxes), "stop_iteration": round(float(steps.mean()), 1),
                   "max_stop_iteration": int(steps.max()), "stopped_early": bool(stopped.all()),
-                  "stopped_fraction": round(float(stopped.float().mean()), 4)}
+                  "stopped_fraction": round(float(stopped.float().mean()), 4),
+                  "pixel_steps": work}
         return total / weight_sum, report
 
 
@@ -484,8 +574,9 @@ register(ModelCard(
         "steps), stopped when the residual reaches the noise level estimated from the photo (Chen et al., ICCV 2015).",
         "Not exportable to ExecuTorch/Core ML/TFLite: it is a per-image optimisation with autograd, not a fixed "
         "network; use a trained denoiser (e.g. hinet) on device.",
-        "Large photos are fitted in overlapping tiles of about 256x256 pixels (bounded memory); expect about a minute "
-        "per megapixel per CPU core, far less on a GPU.",
+        "Large photos are fitted in overlapping tiles of about 48x48 pixels (bounded memory: 1.6 GB for 12 "
+        "megapixels); expect 4-6 minutes per megapixel on 2 CPU cores with AVX512-BF16 (about 1.7x that without "
+        "bfloat16), far less on a GPU.",
         "A photo whose estimated noise sigma is below 3 (0-255 scale) is returned unchanged.",
     ),
 ))
