@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from export_mobile import results as rs
+from export_mobile.results import format_cell
 from zoo.errors import ZooError
 
 __all__ = ["BenchConfig", "parse_target", "parse_size", "cpu_peak_gmacs", "PeakMemory", "time_forward",
@@ -446,10 +447,6 @@ def bench_artifact(location: str | Path, *, warmup: int = 3, runs: int = 20, max
 # --------------------------------------------------------------------------------------------
 
 
-def _number(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_table(records: list[dict], labels: list[str] | None = None) -> str:
     """A plain-text table of bench records in the given order; ``speedup`` is throughput (MP/s)
     relative to the first row (inputs of different sizes compare fairly)."""
@@ -466,10 +463,10 @@ def format_table(records: list[dict], labels: list[str] | None = None) -> str:
         size = f"{record['input']['height']}x{record['input']['width']}"
         lines.append(
             f"{label[-44:]:<44} {runtime.get('device') or '-':>6} {runtime.get('precision') or '-':>5} "
-            f"{_number(runtime.get('threads'), 'd'):>3} {size:>9} {latency['median']:>10.2f} "
-            f"{_number(latency['p90'], '.2f'):>9} {_number(latency['min'], '.2f'):>9} {_number(mps, '.3f'):>8} "
-            f"{_number(throughput['gmacs_per_s'], '.1f'):>8} {_number(fraction and fraction * 100, '.1f'):>6} "
-            f"{_number(record.get('peak_memory_mb'), '.0f'):>7} {_number(speedup, '.2f'):>7}")
+            f"{format_cell(runtime.get('threads'), 'd'):>3} {size:>9} {latency['median']:>10.2f} "
+            f"{format_cell(latency['p90'], '.2f'):>9} {format_cell(latency['min'], '.2f'):>9} {format_cell(mps, '.3f'):>8} "
+            f"{format_cell(throughput['gmacs_per_s'], '.1f'):>8} {format_cell(fraction and fraction * 100, '.1f'):>6} "
+            f"{format_cell(record.get('peak_memory_mb'), '.0f'):>7} {format_cell(speedup, '.2f'):>7}")
     if records:
         host = records[0]["host"]
         lines.append(f"host: {host['name']}, {host.get('cores')} CPUs"

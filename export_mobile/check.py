@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from export_mobile import results as rs
+from export_mobile.results import format_cell
 from zoo.errors import ZooError
 
 __all__ = ["run_check", "format_check", "default_json_path", "main"]
@@ -282,27 +283,23 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     return document
 
 
-def _cell(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_check(record: dict) -> str:
     """A plain-text table of a check record: per image, the mean and the worst images."""
     header = f"{'image':<24} {'PSNR':>7} {'SSIM':>7} {'float':>7} {'drop':>6} {'vs float':>8} {'ms':>9}"
     lines = [header, "-" * len(header)]
     for image in record["images"]:
         reference = image.get("reference_psnr")
-        lines.append(f"{image['name'][:24]:<24} {image['psnr']:>7.2f} {_cell(image.get('ssim'), '.4f'):>7} "
-                     f"{_cell(reference, '.2f'):>7} {_cell(reference and reference - image['psnr'], '+.3f'):>6} "
-                     f"{_cell(image.get('psnr_vs_reference'), '.1f'):>8} {image['latency_ms']:>9.1f}")
+        lines.append(f"{image['name'][:24]:<24} {image['psnr']:>7.2f} {format_cell(image.get('ssim'), '.4f'):>7} "
+                     f"{format_cell(reference, '.2f'):>7} {format_cell(reference and reference - image['psnr'], '+.3f'):>6} "
+                     f"{format_cell(image.get('psnr_vs_reference'), '.1f'):>8} {image['latency_ms']:>9.1f}")
     accuracy = record["accuracy"]
-    lines.append(f"{'mean':<24} {accuracy['psnr']:>7.2f} {_cell(accuracy.get('ssim'), '.4f'):>7} "
-                 f"{_cell(accuracy.get('reference_psnr'), '.2f'):>7} {_cell(accuracy.get('drop_db'), '+.3f'):>6} "
-                 f"{_cell(accuracy.get('psnr_vs_reference'), '.1f'):>8} {record['latency_ms']['median']:>9.1f}")
+    lines.append(f"{'mean':<24} {accuracy['psnr']:>7.2f} {format_cell(accuracy.get('ssim'), '.4f'):>7} "
+                 f"{format_cell(accuracy.get('reference_psnr'), '.2f'):>7} {format_cell(accuracy.get('drop_db'), '+.3f'):>6} "
+                 f"{format_cell(accuracy.get('psnr_vs_reference'), '.1f'):>8} {record['latency_ms']['median']:>9.1f}")
     artifact = record["artifact"]
     lines.append(f"{artifact['file']} ({artifact['target']} {artifact['precision']}) on {accuracy['dataset']} with "
                  f"{accuracy['degradation']}: {accuracy['images']} images, {accuracy['color'].upper()}, border "
-                 f"{accuracy['crop_border']}; input PSNR {_cell(accuracy.get('input_psnr'), '.2f')} dB; drop = float - "
+                 f"{accuracy['crop_border']}; input PSNR {format_cell(accuracy.get('input_psnr'), '.2f')} dB; drop = float - "
                  "artifact (dB); ms = median per image")
     if accuracy.get("worst"):
         lines.append("worst: " + ", ".join(f"{w['name']} ({w['psnr']:.2f} dB"

@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Iterable
 
+from export_mobile.results import format_cell
 from zoo.errors import ZooError
 
 __all__ = ["run_matrix", "format_table", "judge", "FP32_MAX_ABS_ERROR", "INT8_MIN_PSNR_DB"]
@@ -157,10 +158,6 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
     return rows
 
 
-def _number(value, spec: str, empty: str = "-") -> str:
-    return empty if value is None else format(value, spec)
-
-
 def format_table(rows: list[dict], header: bool = True) -> str:
     """The coverage table: one line per cell (reasons follow in :func:`format_reasons`)."""
     columns = f"{'model':<16} {'target':<19} {'prec':<5} {'tile':>5} {'built':<5} {'ran':<4} {'max|err|':>9} " \
@@ -168,13 +165,13 @@ def format_table(rows: list[dict], header: bool = True) -> str:
     lines = [columns, "-" * len(columns)] if header else []
     for row in rows:
         psnr = "exact" if row.get("ran") and row.get("psnr_db") is None and row.get("max_abs_error") == 0 else \
-            _number(row.get("psnr_db"), ".1f")
-        size = _number(row["size_bytes"] / 1e6 if row.get("size_bytes") else None, ".2f")
+            format_cell(row.get("psnr_db"), ".1f")
+        size = format_cell(row["size_bytes"] / 1e6 if row.get("size_bytes") else None, ".2f")
         lines.append(
             f"{row['model'][:16]:<16} {row['target'][:19]:<19} {row['precision']:<5} {row['tile']:>5} "
             f"{'yes' if row['built'] else 'no':<5} {'yes' if row['ran'] else 'no':<4} "
-            f"{_number(row.get('max_abs_error'), '.2e'):>9} {psnr:>8} {_number(row.get('partitions'), 'd'):>5} "
-            f"{len(row.get('ops_outside') or []):>7} {size:>8} {_number(row.get('export_seconds'), '.1f'):>8}  "
+            f"{format_cell(row.get('max_abs_error'), '.2e'):>9} {psnr:>8} {format_cell(row.get('partitions'), 'd'):>5} "
+            f"{len(row.get('ops_outside') or []):>7} {size:>8} {format_cell(row.get('export_seconds'), '.1f'):>8}  "
             f"{row.get('check', judge(row))}")
     return "\n".join(lines)
 

@@ -37,7 +37,7 @@ KINDS = ("baseline", "check", "bench", "device")
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "RESULTS_SCHEMA_PATH", "KINDS", "load_results_schema", "results_errors",
            "validate_results", "read_results", "write_results", "new_record", "results_document", "host_info",
-           "cpu_model", "iter_records", "latency_summary", "finite_or_none", "output_sha256", "utc_now",
+           "cpu_model", "iter_records", "latency_summary", "finite_or_none", "format_cell", "output_sha256", "utc_now",
            "schema_task", "artifact_info", "artifact_runtime"]
 
 _FIX = "write it with export_mobile.results.write_results (or the demo app's exporter); do not edit it by hand"
@@ -245,6 +245,11 @@ def finite_or_none(value) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def format_cell(value, spec: str, empty: str = "-") -> str:
+    """A table cell: ``value`` formatted with ``spec`` (e.g. ".2f"), or ``empty`` when unknown."""
+    return empty if value is None else format(value, spec)
 
 
 def output_sha256(image) -> str:
