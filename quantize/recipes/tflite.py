@@ -28,6 +28,7 @@ int8, which the converted file did anyway.
 from __future__ import annotations
 
 import importlib.util
+import operator
 
 import torch
 
@@ -73,13 +74,23 @@ def _qat_quantizer_class():
     return LiteRTQATQuantizer
 
 
-_VIEW_OPS = ("getitem", "slice", "split", "chunk", "narrow", "select")
+#: Operators whose output holds values of their first input unchanged (same quantization grid).
+_VIEW_OPS = frozenset({"slice", "split", "split_with_sizes", "chunk", "narrow", "select"})
+
+
+def _is_view(node) -> bool:
+    if node.op != "call_function":
+        return False
+    if node.target is operator.getitem:
+        return True
+    packet = getattr(node.target, "overloadpacket", None)
+    return packet is not None and packet.__name__ in _VIEW_OPS
 
 
 def _view_source(node):
     """The tensor ``node`` is a slice/chunk/getitem view of (following views back), or None."""
     source = node
-    while source.op == "call_function" and any(name in str(source.target) for name in _VIEW_OPS):
+    while _is_view(source):
         source = source.args[0]
     return None if source is node else source
 
