@@ -62,6 +62,8 @@ def build_export_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--targets", help="comma-separated targets (default: all)")
     matrix.add_argument("--precisions", help="comma-separated precisions (default: each target's)")
     matrix.add_argument("--json", help="matrix rows as JSON (default: OUTPUT/matrix.json)")
+    matrix.add_argument("--resume", action="store_true",
+                        help="keep the cells an earlier (interrupted) matrix in the same folder built")
     return parser
 
 
@@ -117,7 +119,7 @@ def _matrix(args) -> int:
     rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
                       args.output or "exports/matrix", calibration=args.calibration or "auto",
                       calibration_images=args.calib_images or 8,
-                      data_root=args.data_root, rewrite=args.rewrite, json_path=args.json)
+                      data_root=args.data_root, rewrite=args.rewrite, json_path=args.json, resume=args.resume)
     return 0 if rows else 1
 
 

@@ -78,7 +78,8 @@ def _cells(models, targets, precisions):
 def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | None = None,
                precisions: Iterable[str] | None = None, tile=64, out_dir: str | Path = "exports/matrix", *,
                calibration: str | Path = "auto", calibration_images: int = 8, data_root: str | Path | None = None,
-               rewrite: bool = True, json_path: str | Path | None = None, echo=print) -> list[dict]:
+               rewrite: bool = True, json_path: str | Path | None = None, resume: bool = False,
+               echo=print) -> list[dict]:
     """Build, run and compare every (model, target, precision) cell; returns one dict per cell.
 
     ``models``: zoo model names (default: every model that is not a per-image optimisation);
@@ -87,6 +88,10 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
     written to ``json_path`` (default ``out_dir/matrix.json``) and the table is printed with
     ``echo`` (None for silence). Models without shipped weights are exported untrained (the
     numeric checks compare the artifact with the same untrained model, which is what they test).
+
+    The JSON is rewritten (atomically) after every cell, with ``"complete": false`` until the last
+    one, so an interrupted matrix keeps what it measured; ``resume=True`` reuses the rows of an
+    earlier run at the same tile whose cells built (failed cells are tried again) and builds the rest.
 
     Row keys: model, variant, target, precision, tile, built, ran, max_abs_error, psnr_db,
     nonfinite, partitions, ops_outside, size_bytes, export_seconds, run_reason, error,
@@ -100,10 +105,17 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
     targets = list(targets) if targets else target_names()
     precisions = list(precisions) if precisions else None
     out_dir = Path(out_dir)
+    json_path = Path(json_path) if json_path else out_dir / "matrix.json"
+    earlier = _reusable_rows(json_path, tile) if resume else {}
     cache: dict = {}
     rows: list[dict] = []
     for model, target_name, target, precision in _cells(models, targets, precisions):
         card = get_card(model)
+        if (model, target_name, precision) in earlier:
+            rows.append(earlier[(model, target_name, precision)])
+            if echo is not None:
+                echo(format_table([rows[-1]], header=len(rows) == 1) + "  (resumed)")
+            continue
         row = {"model": model, "variant": card.variant, "target": target_name, "precision": precision,
                "tile": str(tile), "built": False, "ran": False, "max_abs_error": None, "psnr_db": None,
                "nonfinite": None, "partitions": None, "ops_outside": [], "size_bytes": None,
@@ -140,14 +152,10 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
                     "weights": manifest["model"]["weights"]["source"], "folder": str(outcome.folder)})
         row["check"] = judge(row)
         rows.append(row)
+        _write_rows(json_path, tile, rows, complete=False)
         if echo is not None:
             echo(format_table([row], header=len(rows) == 1))
-    json_path = Path(json_path) if json_path else out_dir / "matrix.json"
-    from zoo.atomic import write_json
-
-    write_json(json_path, {"tile": str(tile), "rows": rows,
-                           "thresholds": {"fp32_max_abs_error": FP32_MAX_ABS_ERROR,
-                                          "int8_min_psnr_db": INT8_MIN_PSNR_DB}})
+    _write_rows(json_path, tile, rows, complete=True)
     if echo is not None:
         failures = [row for row in rows if row["error"] or row["check"].startswith("FAIL")]
         echo(f"\n{len(rows)} cells, {sum(r['built'] for r in rows)} built, {sum(r['ran'] for r in rows)} ran, "
@@ -156,6 +164,31 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
             if row["error"] or row["run_reason"] or row["ops_outside"] or row["fp16_max_activation"] is not None:
                 echo(format_reasons(row))
     return rows
+
+
+def _write_rows(json_path: Path, tile, rows: list[dict], complete: bool) -> None:
+    from zoo.atomic import write_json
+
+    write_json(json_path, {"tile": str(tile), "complete": complete, "rows": rows,
+                           "thresholds": {"fp32_max_abs_error": FP32_MAX_ABS_ERROR,
+                                          "int8_min_psnr_db": INT8_MIN_PSNR_DB}})
+
+
+def _reusable_rows(json_path: Path, tile) -> dict:
+    """Rows of an earlier (possibly interrupted) matrix at the same tile whose cell was built and
+    whose artifact folder is still there, keyed by (model, target, precision)."""
+    if not json_path.is_file():
+        return {}
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ZooError(f"cannot resume from {json_path}: {err}",
+                       "delete the file or choose another --json / -o to start afresh") from err
+    if str(data.get("tile")) != str(tile):
+        raise ZooError(f"{json_path} holds a matrix at tile {data.get('tile')}, not {tile}",
+                       "resume with the same --tile or write to another -o")
+    return {(row["model"], row["target"], row["precision"]): row for row in data.get("rows", [])
+            if row.get("built") and row.get("folder") and Path(row["folder"]).is_dir()}
 
 
 def format_table(rows: list[dict], header: bool = True) -> str:

@@ -77,6 +77,47 @@ def test_unavailable_and_failing_cells_say_why(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "hinet-lite-s" / "fake-crash-fp32").exists()  # nothing half-written
 
 
+def test_interrupted_matrix_resumes_from_its_json(tmp_path, monkeypatch):
+    """Rows are written after every cell; --resume keeps built cells whose folder is still there and
+    tries the failed ones again; a JSON of another tile is refused."""
+    from export_mobile import targets
+
+    class Crashing:
+        name = "fake-crash"
+        suffix = ".pte"
+        precisions = ("fp32", "int8")
+        calls = []
+
+        def available(self):
+            return None
+
+        def export(self, request):
+            self.calls.append(request.precision)
+            raise RuntimeError("still broken")
+
+    monkeypatch.setitem(targets.TARGET_MODULES, "fake-crash", "export_mobile.targets.fake")
+    monkeypatch.setattr(targets, "_CACHE", {"fake-crash": Crashing()})
+    built_folder = tmp_path / "hinet-lite-s" / "fake-crash-fp32"
+    built_folder.mkdir(parents=True)
+    earlier = [_row(model="hinet-lite-s", variant="lite-s", target="fake-crash", precision="fp32",
+                    folder=str(built_folder), check="ok"),
+               _row(model="hinet-lite-s", variant="lite-s", target="fake-crash", precision="int8", built=False,
+                    ran=False, error="RuntimeError: killed", check="-")]
+    (tmp_path / "matrix.json").write_text(json.dumps({"tile": "32", "complete": False, "rows": earlier}))
+
+    rows = run_matrix(["hinet-lite-s"], ["fake-crash"], None, 32, tmp_path, resume=True, echo=None)
+    assert Crashing.calls == ["int8"]  # the built fp32 cell was reused, the failed int8 cell retried
+    assert rows[0] == earlier[0] and "still broken" in rows[1]["error"]
+    written = json.loads((tmp_path / "matrix.json").read_text())
+    assert written["complete"] is True and written["rows"] == rows
+
+    built_folder.rmdir()  # an artifact folder that is gone is built again
+    run_matrix(["hinet-lite-s"], ["fake-crash"], ["fp32"], 32, tmp_path, resume=True, echo=None)
+    assert Crashing.calls == ["int8", "fp32"]
+    with pytest.raises(ZooError, match="tile 32, not 64"):
+        run_matrix(["hinet-lite-s"], ["fake-crash"], None, 64, tmp_path, resume=True, echo=None)
+
+
 def test_matrix_cli_reports_the_missing_qnn_sdk(tmp_path, monkeypatch, capsys):
     pytest.importorskip("executorch")
     from export_mobile.cli import export_main
