@@ -206,3 +206,85 @@ def test_distill_command_line(setup, tmp_path):
     del raw["distill"]
     path.write_text(yaml.safe_dump(raw))
     assert main([str(path), "--out", str(tmp_path / "run2"), "--quiet"], distill=True) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# distill.init: teacher (prune, then distil)
+
+def _lite(widths, encoder_blocks, decoder_blocks, seed):
+    from zoo.models.hinet_lite import HINetLite
+
+    torch.manual_seed(seed)
+    model = HINetLite(3, widths, encoder_blocks, decoder_blocks).eval()
+    with torch.no_grad():  # the tail starts at zero; give the net a function worth inheriting
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+def test_inherit_from_keeps_the_strongest_channels_and_is_exact_at_equal_shape():
+    teacher = _lite((8, 16), (1, 2), (1,), seed=1)
+    clone = _lite((8, 16), (1, 2), (1,), seed=2)
+    clone.inherit_from(teacher)
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(clone(x), teacher(x))  # same shape: the very same network
+
+    with torch.no_grad():  # make level-0 channels 5 and 2 the heaviest, level-1 channel 9
+        teacher.head.weight[5] *= 20
+        teacher.encoders[0][0].conv_1.weight[:, 2] *= 20
+        teacher.downs[0].weight[9] *= 20
+    student = _lite((2, 4), (1, 1), (1,), seed=3)
+    kept = student.inherit_from(teacher)
+    assert kept["head"].tolist() == [2, 5] and kept["encoders.0"].tolist() == [2, 5]
+    assert kept["decoders.0"].tolist() == [2, 5] and 9 in kept["encoders.1"].tolist()
+    assert torch.equal(student.head.weight, teacher.head.weight[[2, 5]])
+    assert torch.equal(student.tail.weight, teacher.tail.weight[:, [2, 5]])
+    assert torch.equal(student.downs[0].weight, teacher.downs[0].weight[kept["encoders.1"]][:, [2, 5]])
+    # pixel_shuffle groups: output channel c of the up-sampler comes from conv outputs 4c..4c+3
+    assert torch.equal(student.ups[0].conv.weight, teacher.ups[0].conv.weight[[8, 9, 10, 11, 20, 21, 22, 23]]
+                       [:, kept["encoders.1"]])
+    assert student(x).shape == x.shape and torch.isfinite(student(x)).all()
+
+    with pytest.raises(ValueError, match="exceed the teacher"):
+        _lite((16, 16), (1, 1), (1,), seed=0).inherit_from(teacher)
+    with pytest.raises(ValueError, match="3 blocks, the teacher only 2"):
+        _lite((2, 4), (1, 3), (1,), seed=0).inherit_from(teacher)
+    with pytest.raises(ValueError, match="HINetLite teacher"):
+        student.inherit_from(torch.nn.Conv2d(3, 3, 1))
+
+
+def test_distill_init_teacher_starts_from_the_pruned_teacher(tmp_path):
+    from zoo.models.hinet_lite import HINetLite
+
+    teacher = _lite((8, 16), (1, 1), (1,), seed=1)
+    weights = save_weights(teacher, tmp_path / "teacher.safetensors")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for index in range(2):
+        Image.fromarray((np.random.default_rng(index).random((32, 32, 3)) * 255).astype(np.uint8)).save(
+            pool / f"p{index}.png")
+    raw = _raw(pool, str(weights), init="teacher", alpha=1.0, beta=1.0,
+               features=[{"student": "encoders.0", "teacher": "encoders.0"},
+                         {"student": "decoders.0", "teacher": "decoders.0"}])
+    raw["model"] = {"family": "hinet-lite", "kwargs": {"widths": [4, 8], "encoder_blocks": [1, 1],
+                                                       "decoder_blocks": [1]}}
+    raw["distill"]["teacher"] = {"family": "hinet-lite", "kwargs": {"widths": [8, 16], "encoder_blocks": [1, 1],
+                                                                    "decoder_blocks": [1]}, "weights": str(weights)}
+    raw["loss"] = {"type": "l1"}
+    config, student, objective = _prepared(raw)
+    expected = HINetLite(3, (4, 8), (1, 1), (1,))
+    kept = expected.inherit_from(teacher)
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in expected.state_dict().items())
+    adapter = objective.adapters[0]  # student channel i -> teacher channel kept[i]
+    assert torch.equal(adapter.weight[:, :, 0, 0].argmax(dim=0), kept["encoders.0"])
+    assert float(adapter.weight.detach().abs().sum()) == 4.0 and float(adapter.bias.detach().abs().sum()) == 0.0
+
+    run = distill(config, tmp_path / "run", progress=False)  # EMA starts from the inherited weights too
+    assert run.finished and np.isfinite(np.asarray(run.losses, dtype=float)).all()
+
+    raw["model"] = {"family": "hinet", "kwargs": {"wf": 4, "depth": 2}}
+    raw["distill"]["features"] = []
+    raw["distill"]["beta"] = 0.0
+    raw["loss"] = {"type": "l1", "stage_weights": [0.5, 1.0]}
+    with pytest.raises(ZooError, match="cannot inherit weights.*distill.init: random"):
+        _prepared(raw)

@@ -157,6 +157,87 @@ class HINetLite(nn.Module):
         return restored
 
 
+    @torch.no_grad()
+    def inherit_from(self, teacher: "HINetLite") -> dict[str, torch.Tensor]:
+        """Initialise this (narrower, shallower) network with a channel-pruned copy of ``teacher``.
+
+        Structured pruning as in weight inheritance / Minitron-style prune-then-distill: per level,
+        the residual stream keeps the teacher's channels with the largest weight norm (summed over
+        every convolution that writes or reads that channel), each block's inner channels likewise,
+        and per level the first ``len(self.encoders[i])`` / ``len(self.decoders[j])`` blocks. The
+        input/output channels (12 after ``pixel_unshuffle``) are kept whole. The result is not the
+        teacher's function, but a start that already denoises, which distillation then refines.
+
+        Returns, for each module whose output is a channel subset of the teacher's module of the
+        same name (``head``, ``encoders.i``, ``decoders.j``), the kept teacher channel indices
+        (int64, ascending), so that feature adapters can start as the matching selection.
+        Raises ``ValueError`` when the teacher is not a wider/deeper HINetLite of the same depth.
+        """
+        if not isinstance(teacher, HINetLite):
+            raise ValueError(f"can only inherit from a HINetLite teacher, got {type(teacher).__name__}")
+        if len(teacher.widths) != len(self.widths) or teacher.in_chn != self.in_chn:
+            raise ValueError(f"teacher has {len(teacher.widths)} levels and {teacher.in_chn} channels, "
+                             f"this student {len(self.widths)} and {self.in_chn}: they must match")
+        for name in ("encoders", "decoders"):
+            mine, theirs = getattr(self, name), getattr(teacher, name)
+            for level, (own, other) in enumerate(zip(mine, theirs)):
+                if len(own) > len(other):
+                    raise ValueError(f"{name}.{level} has {len(own)} blocks, the teacher only {len(other)}")
+        if any(w > t for w, t in zip(self.widths, teacher.widths)):
+            raise ValueError(f"widths {self.widths} exceed the teacher's {teacher.widths}")
+
+        levels = len(self.widths)
+        decoder_levels = list(reversed(range(levels - 1)))  # deepest first, as in __init__
+        # Importance of each residual-stream channel per level: squared norms of all weights that
+        # write it (dim 0) or read it (dim 1).
+        score = [torch.zeros(w) for w in teacher.widths]
+        writers, readers = [(teacher.head, 0)], [(teacher.tail, 0)]
+        for level in range(levels):
+            blocks = list(teacher.encoders[level])
+            if level < levels - 1:
+                blocks += list(teacher.decoders[decoder_levels.index(level)])
+                readers.append((teacher.downs[level], level))
+                writers.append((teacher.downs[level], level + 1))
+            for block in blocks:
+                readers.append((block.conv_1, level))
+                writers.append((block.conv_2, level))
+        for j, level in enumerate(decoder_levels):
+            readers.append((teacher.ups[j].conv, level + 1))
+            up = teacher.ups[j].conv.weight.pow(2).sum(dim=(1, 2, 3))
+            score[level] += up.view(-1, 4).sum(dim=1)  # pixel_shuffle: channel c <- conv outputs 4c..4c+3
+        for conv, level in writers:
+            score[level] += conv.weight.pow(2).sum(dim=(1, 2, 3))
+        for conv, level in readers:
+            score[level] += conv.weight.pow(2).sum(dim=(0, 2, 3))
+        keep = [torch.sort(torch.topk(s, w).indices).values for s, w in zip(score, self.widths)]
+        full = torch.arange(self.in_chn * 4)
+
+        def copy(mine: nn.Conv2d, theirs: nn.Conv2d, out_index: torch.Tensor, in_index: torch.Tensor) -> None:
+            mine.weight.copy_(theirs.weight[out_index][:, in_index])
+            mine.bias.copy_(theirs.bias[out_index])
+
+        def copy_blocks(mine: nn.Sequential, theirs: nn.Sequential, stream: torch.Tensor) -> None:
+            for own, other in zip(mine, theirs):
+                inner_score = other.conv_1.weight.pow(2).sum(dim=(1, 2, 3)) + other.conv_2.weight.pow(2).sum(dim=(0, 2, 3))
+                inner = torch.sort(torch.topk(inner_score, own.conv_1.out_channels).indices).values
+                copy(own.conv_1, other.conv_1, inner, stream)
+                copy(own.conv_2, other.conv_2, stream, inner)
+
+        copy(self.head, teacher.head, keep[0], full)
+        copy(self.tail, teacher.tail, full, keep[0])
+        for level in range(levels):
+            copy_blocks(self.encoders[level], teacher.encoders[level], keep[level])
+            if level < levels - 1:
+                copy(self.downs[level], teacher.downs[level], keep[level + 1], keep[level])
+        for j, level in enumerate(decoder_levels):
+            shuffled = (keep[level].view(-1, 1) * 4 + torch.arange(4)).reshape(-1)
+            copy(self.ups[j].conv, teacher.ups[j].conv, shuffled, keep[level + 1])
+            copy_blocks(self.decoders[j], teacher.decoders[j], keep[level])
+        kept = {"head": keep[0]}
+        kept.update({f"encoders.{level}": keep[level] for level in range(levels)})
+        kept.update({f"decoders.{j}": keep[level] for j, level in enumerate(decoder_levels)})
+        return kept
+
 @dataclass(frozen=True)
 class DistillationTap:
     """A student module whose output is matched to a HINet teacher module's output.

@@ -182,6 +182,10 @@ class DistillConfig:
     output_loss: Literal["psnr", "l1", "mse", "charbonnier"] = "l1"
     feature_loss: Literal["l1", "mse"] = "mse"
     features: list[FeatureTap] = field(default_factory=list)
+    #: How the student starts: "random" (its own initialisation) or "teacher" (a channel-pruned
+    #: copy of the teacher, for students that implement ``inherit_from(teacher)``, e.g. HINetLite
+    #: from a wider HINetLite); feature adapters of matching taps then start as that selection.
+    init: Literal["random", "teacher"] = "random"
 
 
 @dataclass

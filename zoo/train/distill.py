@@ -11,6 +11,9 @@ where ``s_j`` / ``t_j`` are the outputs of the student / teacher modules named i
 and ``A_j`` is a 1x1 convolution mapping the student's channels to the teacher's (identity when
 they match). The adapters are trained with the student and saved in checkpoints, but not in
 the final weights. The teacher runs in eval mode under ``no_grad`` on the same degraded batch.
+
+With ``distill.init: teacher`` the student starts as a channel-pruned copy of the teacher
+(``student.inherit_from(teacher)``) instead of its random initialisation: prune, then distil.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class DistillationObjective(TaskObjective):
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
         self.teacher = teacher
+        inherited = self._inherit(model, teacher) if self.settings.init == "teacher" else {}
         self.student_recorder = _FeatureRecorder(model, [(t.student, t.student_index) for t in self.taps], "student")
         self.teacher_recorder = _FeatureRecorder(teacher, [(t.teacher, t.teacher_index) for t in self.taps], "teacher")
 
@@ -116,7 +120,26 @@ class DistillationObjective(TaskObjective):
             if s.shape[1] == t.shape[1]:
                 self.adapters.append(nn.Identity())
             else:
-                self.adapters.append(nn.Conv2d(s.shape[1], t.shape[1], kernel_size=1).to(device))
+                adapter = nn.Conv2d(s.shape[1], t.shape[1], kernel_size=1).to(device)
+                kept = inherited.get(tap.student) if tap.student == tap.teacher else None
+                if kept is not None and len(kept) == s.shape[1] and tap.student_index is tap.teacher_index is None:
+                    with torch.no_grad():  # student channel i is teacher channel kept[i]: start there
+                        adapter.weight.zero_()
+                        adapter.bias.zero_()
+                        adapter.weight[kept.to(device), torch.arange(len(kept), device=device)] = 1.0
+                self.adapters.append(adapter)
+
+    def _inherit(self, model: nn.Module, teacher: nn.Module) -> dict[str, torch.Tensor]:
+        """distill.init: teacher: the student starts as a pruned teacher; returns the kept channels."""
+        if not hasattr(model, "inherit_from"):
+            raise ZooError(f"distill.init is 'teacher' but the student {type(model).__name__} cannot inherit weights",
+                           "set distill.init: random (weight inheritance exists for HINetLite students)")
+        try:
+            return model.inherit_from(teacher)
+        except ValueError as err:
+            raise ZooError(f"distill.init: teacher: {err}",
+                           "use a teacher of the student's family that is at least as wide and deep, "
+                           "or distill.init: random") from err
 
     def modules(self) -> dict[str, nn.Module]:
         return {"distill_adapters": self.adapters}

@@ -581,6 +581,8 @@ class _Run:
         self.ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay is not None else None
         self.objective = objective if objective is not None else TaskObjective(config)
         self.objective.prepare(model, self.device, torch.zeros(1, 3, input_patch, input_patch, device=self.device))
+        if self.ema is not None:  # prepare may have initialised the weights (distill.init: teacher)
+            self.ema.module.load_state_dict(model.state_dict())
         self.extra_modules = self.objective.modules()
         for module in self.extra_modules.values():
             module.to(self.device).train()
