@@ -129,7 +129,8 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
             started = time.perf_counter()
             try:
                 outcome = export_model(model, target_name, precision, tile, out_dir / model / f"{target_name}-{precision}",
-                                       untrained=True, calibration=calibration, calibration_images=calibration_images,
+                                       untrained=not card.has_weights, calibration=calibration,
+                                       calibration_images=calibration_images,
                                        data_root=data_root, rewrite=rewrite, verify=True, cache=cache)
             except Exception as err:  # a failing cell is a result, not the end of the matrix
                 row["error"] = _failure_reason(err)
