@@ -288,3 +288,19 @@ def test_distill_init_teacher_starts_from_the_pruned_teacher(tmp_path):
     raw["loss"] = {"type": "l1", "stage_weights": [0.5, 1.0]}
     with pytest.raises(ZooError, match="cannot inherit weights.*distill.init: random"):
         _prepared(raw)
+
+
+def test_shipped_distillation_config_runs_from_the_shipped_teacher(tmp_path):
+    """configs/distill_hinet_lite_s_gaussian_cpu.yaml as shipped (prune-then-distil from the shipped
+    hinet-lite), two iterations on the bundled photos."""
+    from zoo.train import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "distill_hinet_lite_s_gaussian_cpu.yaml"
+    out = tmp_path / "run"
+    assert main([str(config), "--out", str(out), "--quiet", "--set", "train.iterations=2",
+                 "--set", "data.sources=[bundled]", "--set", "data.val_images=1", "--set", "train.val_interval=2",
+                 "--set", "data.batch_size=2"], distill=True) == 0
+    student = read_state_dict(out / "final.safetensors")
+    assert student["head.weight"].shape == (16, 12, 3, 3)
+    header, *rows = (out / "log.csv").read_text().splitlines()
+    assert "distill_output" in header and "distill_features" in header and rows
