@@ -184,15 +184,34 @@ def build_calibration_set(degradation, *, tile: int, count: int, source: str | o
     return result
 
 
-def training_pair_sampler(calibration: CalibrationSet, batch_size: int = 4, seed: int = 0):
+def training_pair_sampler(calibration: CalibrationSet, batch_size: int = 4, seed: int = 0, *,
+                          fresh_degradation: bool = False):
     """``step -> (inputs, targets)``: random NCHW batches of ``batch_size`` pairs from
-    ``calibration`` (for :func:`quantize.qat.quantize_qat`); seeded, reproducible per step."""
+    ``calibration`` (for :func:`quantize.qat.quantize_qat`); seeded, reproducible per step.
+
+    ``fresh_degradation``: instead of the set's fixed degraded crops, each pair is the clean crop
+    under a random flip / 90-degree rotation, degraded anew (``calibration.degradation``, a new
+    noise seed per step and sample). With a few dozen crops and hundreds of QAT steps, fixed noise
+    is seen dozens of times and the network starts to fit that very noise.
+    """
     if batch_size < 1:
         raise ZooError(f"batch size must be positive, got {batch_size}", "use 1 or more")
+    degrade = _degradation(calibration.degradation) if fresh_degradation else None
 
     def sample(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(int(seed) * 7919 + int(step))
         indices = torch.randint(0, len(calibration), (batch_size,), generator=generator).tolist()
-        return calibration.batch(indices)
+        if degrade is None:
+            return calibration.batch(indices)
+        inputs, targets = [], []
+        for slot, index in enumerate(indices):
+            target = calibration.targets[index][0]
+            turns, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=generator))
+            target = torch.rot90(target, turns, dims=(1, 2))
+            target = torch.flip(target, dims=(2,)) if flip % 2 else target
+            noise_seed = 2_000_003 + (int(seed) * 7919 + int(step)) * 64 + slot
+            inputs.append(degrade(target.contiguous(), noise_seed).unsqueeze(0).float())
+            targets.append(target.unsqueeze(0).contiguous())
+        return torch.cat(inputs), torch.cat(targets)
 
     return sample

@@ -93,7 +93,7 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     if method == "ptq":
         quantized = quantize_ptq(model, example, recipe, calibration, mixed=mixed_precision, progress=progress)
     else:
-        sampler = training_pair_sampler(calibration, batch_size=qat_batch, seed=seed)
+        sampler = training_pair_sampler(calibration, batch_size=qat_batch, seed=seed, fresh_degradation=True)
         quantized = quantize_qat(model, sampler(0)[0], recipe, sampler, steps=qat_steps, lr=qat_lr,
                                  mixed=mixed_precision, progress=progress)
     precision = layer_precision(quantized)

@@ -442,6 +442,17 @@ def test_training_pair_sampler_is_seeded(calibration):
     assert inputs.shape == (3, 3, TILE, TILE) and targets.shape == (3, 3, TILE, TILE)
     assert torch.equal(sample(5)[0], inputs)
 
+    fresh = training_pair_sampler(calibration, batch_size=3, seed=1, fresh_degradation=True)
+    first, clean = fresh(5)
+    assert torch.equal(fresh(5)[0], first) and first.shape == inputs.shape  # reproducible per step
+    known = [t for t in calibration.targets]
+    for noisy, target in zip(first, clean):  # a flipped/rotated clean crop of the set, noise drawn anew
+        variants = [torch.rot90(k[0], r, dims=(1, 2)) for k in known for r in range(4)]
+        variants += [torch.flip(v, dims=(2,)) for v in variants]
+        assert any(torch.equal(target, v) for v in variants)
+        assert not any(torch.equal(noisy, i[0]) for i in calibration.inputs)
+        assert 15 / 255 < float((noisy - target).std()) < 35 / 255  # gaussian:25 noise on the new crop
+
 
 # ----------------------------------------------------------------------------- sensitivity
 
