@@ -28,11 +28,24 @@ DEFAULT_QAT_STEPS = 200
 DEFAULT_QAT_LR = 1e-5
 
 
+def _float_model_targets(sampler, model):
+    """Wrap a ``step -> (inputs, targets)`` sampler so the targets are ``model``'s outputs (eval, no grad)."""
+    import torch
+
+    def sample(step: int):
+        inputs, _ = sampler(step)
+        with torch.no_grad():
+            return inputs, model.eval()(inputs).clamp(0.0, 1.0)
+
+    return sample
+
+
 def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_dir: str | Path,
                  weights: str | Path | None = None, untrained: bool = False, tile: int | None = None,
                  calib_images: int = DEFAULT_CALIB_IMAGES, calib_source: str = "auto",
                  degradation: str | None = None, qat_steps: int = DEFAULT_QAT_STEPS,
-                 qat_lr: float = DEFAULT_QAT_LR, qat_batch: int = 4, mixed: str | None = "first-last",
+                 qat_lr: float = DEFAULT_QAT_LR, qat_batch: int = 4, qat_target: str = "clean",
+                 mixed: str | None = "first-last",
                  eval_dataset: str | None = "bsd68", eval_limit: int | None = None,
                  eval_degradation: str | None = None, sensitivity: bool = False, sensitivity_images: int = 4,
                  data_root: str | Path | None = None, seed: int = 0, overwrite: bool = False,
@@ -40,7 +53,9 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     """Quantize ``model_name`` for ``backend`` and write the model, sidecar and reports.
 
     ``method``: ``ptq`` (calibrate on ``calib_images`` degraded training-pool crops) or ``qat``
-    (fine-tune ``qat_steps`` Adam steps on batches of ``qat_batch`` such crops, lr ``qat_lr``).
+    (fine-tune ``qat_steps`` Adam steps on batches of ``qat_batch`` such crops, lr ``qat_lr``,
+    towards ``qat_target``: ``clean`` crops or the ``float`` model's own outputs, i.e. the
+    quantized network learns to reproduce its float original).
     ``tile``: export size in input pixels (default: the card's tile). ``mixed``: ``first-last``
     (default), ``none`` or comma-separated module names (see :class:`MixedPrecision`).
     ``degradation``: the crops' degradation (default: the model's training degradation).
@@ -93,7 +108,11 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     if method == "ptq":
         quantized = quantize_ptq(model, example, recipe, calibration, mixed=mixed_precision, progress=progress)
     else:
+        if qat_target not in ("clean", "float"):
+            raise ZooError(f"unknown QAT target {qat_target!r}", "use --qat-target clean or --qat-target float")
         sampler = training_pair_sampler(calibration, batch_size=qat_batch, seed=seed, fresh_degradation=True)
+        if qat_target == "float":
+            sampler = _float_model_targets(sampler, model)
         quantized = quantize_qat(model, sampler(0)[0], recipe, sampler, steps=qat_steps, lr=qat_lr,
                                  mixed=mixed_precision, progress=progress)
     precision = layer_precision(quantized)
@@ -109,6 +128,8 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
         "backend": recipe.NAME,
         "mixed_flag": mixed or "none",
         "calibration": calibration.describe(),
+        **({"qat_target": qat_target, "qat_data": "fresh degradation and a random flip/rotation of the crops at every step"}
+           if method == "qat" else {}),
         "layer_precision": precision,
         "tile": tile,
         "size_multiple": card.size_multiple,
@@ -163,6 +184,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--qat-steps", type=int, default=DEFAULT_QAT_STEPS, help=f"QAT steps (default {DEFAULT_QAT_STEPS})")
     parser.add_argument("--qat-lr", type=float, default=DEFAULT_QAT_LR, help=f"QAT Adam learning rate (default {DEFAULT_QAT_LR})")
     parser.add_argument("--qat-batch", type=int, default=4, help="QAT batch size (default 4)")
+    parser.add_argument("--qat-target", default="clean", choices=("clean", "float"),
+                        help="QAT loss against the clean crops or the float model's outputs (default clean)")
     parser.add_argument("--mixed", default="first-last",
                         help="layers kept in float: first-last (default), none, or comma-separated module names")
     parser.add_argument("--eval-dataset", default="bsd68", help="accuracy-drop report set (default bsd68; none to skip)")
@@ -183,7 +206,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     run_quantize(args.model, backend=args.backend, method=args.method, output_dir=args.output,
                  weights=args.weights, untrained=args.untrained, tile=args.tile, calib_images=args.calib_images,
                  calib_source=args.calib_source, degradation=args.degradation, qat_steps=args.qat_steps,
-                 qat_lr=args.qat_lr, qat_batch=args.qat_batch, mixed=args.mixed, eval_dataset=args.eval_dataset,
+                 qat_lr=args.qat_lr, qat_batch=args.qat_batch, qat_target=args.qat_target, mixed=args.mixed, eval_dataset=args.eval_dataset,
                  eval_limit=args.eval_limit, eval_degradation=args.eval_degradation, sensitivity=args.sensitivity,
                  sensitivity_images=args.sensitivity_images, data_root=args.data_root, seed=args.seed,
                  overwrite=args.overwrite, progress=not args.quiet)

@@ -560,3 +560,18 @@ def test_zoo_quantize_cli_end_to_end(pool, tmp_path, capsys):
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main([*argv[:-1], str(tmp_path / "other"), "--calib-source", "bsd68"]) == 2
     assert "cannot be used for calibration" in capsys.readouterr().err
+
+
+def test_qat_float_target_is_the_float_models_output(calibration):
+    """--qat-target float: the QAT targets are the float model's (clamped, eval-mode) outputs on
+    the very inputs of the step, so the int8 network learns to reproduce its float original."""
+    from quantize.cli import _float_model_targets
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1)).train()
+    sampler = training_pair_sampler(calibration, batch_size=2, seed=0, fresh_degradation=True)
+    inputs, targets = _float_model_targets(sampler, model)(3)
+    assert torch.equal(inputs, sampler(3)[0])
+    with torch.no_grad():
+        assert torch.equal(targets, model(inputs).clamp(0, 1))
+    assert not torch.equal(targets, sampler(3)[1])
