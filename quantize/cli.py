@@ -45,6 +45,7 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
                  calib_images: int = DEFAULT_CALIB_IMAGES, calib_source: str = "auto",
                  degradation: str | None = None, qat_steps: int = DEFAULT_QAT_STEPS,
                  qat_lr: float = DEFAULT_QAT_LR, qat_batch: int = 4, qat_target: str = "clean",
+                 qat_ranges: str = "ptq",
                  mixed: str | None = "first-last",
                  eval_dataset: str | None = "bsd68", eval_limit: int | None = None,
                  eval_degradation: str | None = None, sensitivity: bool = False, sensitivity_images: int = 4,
@@ -55,7 +56,9 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     ``method``: ``ptq`` (calibrate on ``calib_images`` degraded training-pool crops) or ``qat``
     (fine-tune ``qat_steps`` Adam steps on batches of ``qat_batch`` such crops, lr ``qat_lr``,
     towards ``qat_target``: ``clean`` crops or the ``float`` model's own outputs, i.e. the
-    quantized network learns to reproduce its float original).
+    quantized network learns to reproduce its float original). ``qat_ranges``: ``ptq`` starts the
+    activation quantizers at PTQ's histogram ranges on the calibration crops and freezes them;
+    ``minmax`` lets them track moving-average min/max.
     ``tile``: export size in input pixels (default: the card's tile). ``mixed``: ``first-last``
     (default), ``none`` or comma-separated module names (see :class:`MixedPrecision`).
     ``degradation``: the crops' degradation (default: the model's training degradation).
@@ -113,8 +116,11 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
         sampler = training_pair_sampler(calibration, batch_size=qat_batch, seed=seed, fresh_degradation=True)
         if qat_target == "float":
             sampler = _float_model_targets(sampler, model)
+        if qat_ranges not in ("ptq", "minmax"):
+            raise ZooError(f"unknown QAT activation ranges {qat_ranges!r}", "use --qat-ranges ptq or minmax")
         quantized = quantize_qat(model, sampler(0)[0], recipe, sampler, steps=qat_steps, lr=qat_lr,
-                                 mixed=mixed_precision, progress=progress)
+                                 mixed=mixed_precision, progress=progress,
+                                 activation_ranges=calibration if qat_ranges == "ptq" else None)
     precision = layer_precision(quantized)
     float_layers = [name for name, kind in precision.items() if kind == "float"]
     log(f"{sum(kind == 'int8' for kind in precision.values())} of {len(precision)} conv layers in int8; "
@@ -186,6 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--qat-batch", type=int, default=4, help="QAT batch size (default 4)")
     parser.add_argument("--qat-target", default="clean", choices=("clean", "float"),
                         help="QAT loss against the clean crops or the float model's outputs (default clean)")
+    parser.add_argument("--qat-ranges", default="ptq", choices=("ptq", "minmax"),
+                        help="QAT activation ranges: PTQ's histogram ranges, frozen (default), or moving min/max")
     parser.add_argument("--mixed", default="first-last",
                         help="layers kept in float: first-last (default), none, or comma-separated module names")
     parser.add_argument("--eval-dataset", default="bsd68", help="accuracy-drop report set (default bsd68; none to skip)")
@@ -206,7 +214,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     run_quantize(args.model, backend=args.backend, method=args.method, output_dir=args.output,
                  weights=args.weights, untrained=args.untrained, tile=args.tile, calib_images=args.calib_images,
                  calib_source=args.calib_source, degradation=args.degradation, qat_steps=args.qat_steps,
-                 qat_lr=args.qat_lr, qat_batch=args.qat_batch, qat_target=args.qat_target, mixed=args.mixed, eval_dataset=args.eval_dataset,
+                 qat_lr=args.qat_lr, qat_batch=args.qat_batch, qat_target=args.qat_target, qat_ranges=args.qat_ranges, mixed=args.mixed, eval_dataset=args.eval_dataset,
                  eval_limit=args.eval_limit, eval_degradation=args.eval_degradation, sensitivity=args.sensitivity,
                  sensitivity_images=args.sensitivity_images, data_root=args.data_root, seed=args.seed,
                  overwrite=args.overwrite, progress=not args.quiet)

@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from quantize.ptq import META_KEY, _as_batch, _resolved_mixed, export_for_quantization
+from quantize.ptq import META_KEY, _as_batch, _batches, _resolved_mixed, export_for_quantization
 from quantize.recipes import MixedPrecision, require_recipe
 from zoo.errors import ZooError
 
@@ -63,10 +63,50 @@ class _ClampOutput(torch.nn.Module):
         return self.graph_module(x).clamp(0.0, 1.0)
 
 
+def _freeze_activation_ranges(prepared: torch.fx.GraphModule, model: torch.nn.Module, example: torch.Tensor,
+                              recipe, mixed, calibration: Iterable) -> int:
+    """Set every per-tensor (activation) fake quantizer of ``prepared`` to the range PTQ's observer
+    picks on ``calibration`` and stop it observing; returns how many were set.
+
+    The PTQ graph is prepared from the same exported model with the same annotations, so its
+    observers carry the same ``activation_post_process_N`` names as the QAT fake quantizers."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    observed = prepare_pt2e(export_for_quantization(copy.deepcopy(model).eval(), example, train=False),
+                            recipe.quantizer(is_qat=False, mixed=mixed))
+    seen = 0
+    with torch.no_grad():
+        for batch in _batches(calibration):
+            observed(batch)
+            seen += 1
+    if not seen:
+        raise ZooError("activation_ranges holds no calibration batches", "pass degraded training-pool crops")
+    observers = dict(observed.named_modules())
+    count = 0
+    for name, fake_quant in prepared.named_modules():
+        observer = observers.get(name)
+        if observer is None or "." in name or not hasattr(fake_quant, "disable_observer"):
+            continue
+        if getattr(fake_quant, "ch_axis", -1) != -1 or getattr(observer, "ch_axis", None) is not None:
+            continue  # per-channel (weights): keeps following the trained weights
+        scale, zero_point = observer.calculate_qparams()
+        inner = fake_quant.activation_post_process
+        low = (inner.quant_min - zero_point.float()) * scale
+        high = (inner.quant_max - zero_point.float()) * scale
+        inner.min_val.resize_(low.shape).copy_(low)
+        inner.max_val.resize_(high.shape).copy_(high)
+        fake_quant.scale.resize_(scale.shape).copy_(scale)
+        fake_quant.zero_point.resize_(zero_point.shape).copy_(zero_point)
+        fake_quant.disable_observer()
+        count += 1
+    return count
+
+
 def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, train_batches: TrainBatches, *,
                  steps: int = 200, lr: float = 1e-5, loss_fn: Callable | None = None,
                  mixed: MixedPrecision | None = None, grad_clip: float | None = 0.01,
                  callback: Callable[[int, torch.fx.GraphModule, float], None] | None = None,
+                 activation_ranges: Iterable | None = None,
                  progress: bool = False) -> torch.fx.GraphModule:
     """Quantization-aware fine-tuning of a copy of ``model``, converted to int8.
 
@@ -81,6 +121,11 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         mixed: layers kept in float (:class:`MixedPrecision`), None = all int8.
         grad_clip: gradient-norm clip (None to disable); 0.01 as in the HINet recipes.
         callback: called after every step with ``(step, prepared_graph, loss)`` (logging, tests).
+        activation_ranges: calibration inputs (as for :func:`quantize.ptq.quantize_ptq`): the
+            activation quantizers start from the ranges PTQ's histogram observers choose on them
+            and stay there (frozen); only the weights (and their per-channel ranges) train. Without
+            it the activation ranges are moving-average min/max of the QAT batches, which clip
+            nothing and so leave a coarser int8 step than PTQ (measured: QAT then loses to PTQ).
     Returns:
         The converted ``GraphModule``; ``meta["zoo_quantization"]`` holds the settings and the
         per-step losses.
@@ -103,6 +148,8 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         parameter.requires_grad_(True)
     quantizer = recipe.quantizer(is_qat=True, mixed=mixed)
     prepared = prepare_qat_pt2e(export_for_quantization(student, example, train=True), quantizer)
+    frozen = _freeze_activation_ranges(prepared, model, example, recipe, mixed, activation_ranges) \
+        if activation_ranges is not None else 0
 
     optimizer = torch.optim.Adam([p for p in prepared.parameters() if p.requires_grad], lr=lr)
     next_pair = _batch_source(train_batches)
@@ -138,6 +185,8 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         "fold_quantize": recipe.FOLD_QUANTIZE,
         "mixed_precision": _resolved_mixed(quantizer, mixed),
         "qat_steps": steps,
+        "qat_activation_ranges": f"PTQ histogram ranges, frozen ({frozen} quantizers)" if frozen
+        else "moving-average min/max",
         "qat_lr": lr,
         "qat_batch": int(example.shape[0]),
         "qat_loss": getattr(loss_fn, "__name__", type(loss_fn).__name__),

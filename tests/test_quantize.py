@@ -575,3 +575,40 @@ def test_qat_float_target_is_the_float_models_output(calibration):
     with torch.no_grad():
         assert torch.equal(targets, model(inputs).clamp(0, 1))
     assert not torch.equal(targets, sampler(3)[1])
+
+
+def _activation_qparams(converted) -> list[tuple[float, int]]:
+    """(scale, zero point) of every per-tensor quantize node of a converted graph, in graph order."""
+    params = []
+    for node in converted.graph.nodes:
+        if node.op == "call_function" and str(node.target).split(".")[-2:-1] == ["quantize_per_tensor"]:
+            scale, zero_point = node.args[1], node.args[2]
+            if not isinstance(scale, (int, float)):
+                scale = float(getattr(converted, scale.target))
+                zero_point = int(getattr(converted, zero_point.target))
+            params.append((round(float(scale), 9), int(zero_point)))
+    return params
+
+
+@needs_executorch
+def test_qat_can_start_from_ptq_activation_ranges_and_keep_them(calibration):
+    """activation_ranges: the activation quantizers take PTQ's histogram ranges and stay there
+    while the weights train; without it they follow moving-average min/max (other ranges)."""
+    from quantize.ptq import quantize_ptq
+    from quantize.qat import quantize_qat
+
+    model = tiny_model()
+    pair = calibration.batch([0, 1])
+    ptq = quantize_ptq(model, pair[0], "xnnpack", calibration, mixed=MixedPrecision())
+    frozen = quantize_qat(model, pair[0], "xnnpack", [pair], steps=4, lr=1e-3, mixed=MixedPrecision(),
+                          activation_ranges=calibration)
+    free = quantize_qat(model, pair[0], "xnnpack", [pair], steps=4, lr=1e-3, mixed=MixedPrecision())
+    expected = _activation_qparams(ptq)
+    assert expected and len(_activation_qparams(frozen)) == len(expected)
+    for (scale, zero_point), (want_scale, want_zero_point) in zip(_activation_qparams(frozen), expected):
+        assert scale == pytest.approx(want_scale, rel=1e-5) and abs(zero_point - want_zero_point) <= 1
+    assert _activation_qparams(free) != expected
+    assert "frozen" in frozen.meta["zoo_quantization"]["qat_activation_ranges"]
+    assert free.meta["zoo_quantization"]["qat_activation_ranges"] == "moving-average min/max"
+    losses = frozen.meta["zoo_quantization"]["qat_losses"]
+    assert losses[-1] < losses[0]  # the weights still train
