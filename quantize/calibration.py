@@ -199,7 +199,8 @@ def training_pair_sampler(calibration: CalibrationSet, batch_size: int = 4, seed
     degrade = _degradation(calibration.degradation) if fresh_degradation else None
 
     def sample(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = torch.Generator().manual_seed(int(seed) * 7919 + int(step))
+        step_seed = int(seed) * 7919 + int(step)
+        generator = torch.Generator().manual_seed(step_seed)
         indices = torch.randint(0, len(calibration), (batch_size,), generator=generator).tolist()
         if degrade is None:
             return calibration.batch(indices)
@@ -209,7 +210,7 @@ def training_pair_sampler(calibration: CalibrationSet, batch_size: int = 4, seed
             turns, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=generator))
             target = torch.rot90(target, turns, dims=(1, 2))
             target = torch.flip(target, dims=(2,)) if flip % 2 else target
-            noise_seed = 2_000_003 + (int(seed) * 7919 + int(step)) * 64 + slot
+            noise_seed = 2_000_003 + step_seed * 64 + slot
             inputs.append(degrade(target.contiguous(), noise_seed).unsqueeze(0).float())
             targets.append(target.unsqueeze(0).contiguous())
         return torch.cat(inputs), torch.cat(targets)

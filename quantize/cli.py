@@ -26,16 +26,22 @@ BACKENDS = ("xnnpack", "coreml", "tflite")
 DEFAULT_CALIB_IMAGES = 32
 DEFAULT_QAT_STEPS = 200
 DEFAULT_QAT_LR = 1e-5
+#: QAT loss targets: the clean crops, or the float model's own outputs.
+QAT_TARGETS = ("clean", "float")
+#: QAT activation ranges: PTQ's histogram ranges (frozen), or moving-average min/max.
+QAT_RANGES = ("ptq", "minmax")
 
 
 def _float_model_targets(sampler, model):
     """Wrap a ``step -> (inputs, targets)`` sampler so the targets are ``model``'s outputs (eval, no grad)."""
     import torch
 
+    model.eval()
+
     def sample(step: int):
         inputs, _ = sampler(step)
         with torch.no_grad():
-            return inputs, model.eval()(inputs).clamp(0.0, 1.0)
+            return inputs, model(inputs).clamp(0.0, 1.0)
 
     return sample
 
@@ -45,8 +51,7 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
                  calib_images: int = DEFAULT_CALIB_IMAGES, calib_source: str = "auto",
                  degradation: str | None = None, qat_steps: int = DEFAULT_QAT_STEPS,
                  qat_lr: float = DEFAULT_QAT_LR, qat_batch: int = 4, qat_target: str = "clean",
-                 qat_ranges: str = "ptq",
-                 mixed: str | None = "first-last",
+                 qat_ranges: str = "ptq", mixed: str | None = "first-last",
                  eval_dataset: str | None = "bsd68", eval_limit: int | None = None,
                  eval_degradation: str | None = None, sensitivity: bool = False, sensitivity_images: int = 4,
                  data_root: str | Path | None = None, seed: int = 0, overwrite: bool = False,
@@ -111,13 +116,13 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     if method == "ptq":
         quantized = quantize_ptq(model, example, recipe, calibration, mixed=mixed_precision, progress=progress)
     else:
-        if qat_target not in ("clean", "float"):
-            raise ZooError(f"unknown QAT target {qat_target!r}", "use --qat-target clean or --qat-target float")
+        if qat_target not in QAT_TARGETS:
+            raise ZooError(f"unknown QAT target {qat_target!r}", f"use --qat-target {' or '.join(QAT_TARGETS)}")
+        if qat_ranges not in QAT_RANGES:
+            raise ZooError(f"unknown QAT activation ranges {qat_ranges!r}", f"use --qat-ranges {' or '.join(QAT_RANGES)}")
         sampler = training_pair_sampler(calibration, batch_size=qat_batch, seed=seed, fresh_degradation=True)
         if qat_target == "float":
             sampler = _float_model_targets(sampler, model)
-        if qat_ranges not in ("ptq", "minmax"):
-            raise ZooError(f"unknown QAT activation ranges {qat_ranges!r}", "use --qat-ranges ptq or minmax")
         quantized = quantize_qat(model, sampler(0)[0], recipe, sampler, steps=qat_steps, lr=qat_lr,
                                  mixed=mixed_precision, progress=progress,
                                  activation_ranges=calibration if qat_ranges == "ptq" else None)
@@ -190,9 +195,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--qat-steps", type=int, default=DEFAULT_QAT_STEPS, help=f"QAT steps (default {DEFAULT_QAT_STEPS})")
     parser.add_argument("--qat-lr", type=float, default=DEFAULT_QAT_LR, help=f"QAT Adam learning rate (default {DEFAULT_QAT_LR})")
     parser.add_argument("--qat-batch", type=int, default=4, help="QAT batch size (default 4)")
-    parser.add_argument("--qat-target", default="clean", choices=("clean", "float"),
+    parser.add_argument("--qat-target", default="clean", choices=QAT_TARGETS,
                         help="QAT loss against the clean crops or the float model's outputs (default clean)")
-    parser.add_argument("--qat-ranges", default="ptq", choices=("ptq", "minmax"),
+    parser.add_argument("--qat-ranges", default="ptq", choices=QAT_RANGES,
                         help="QAT activation ranges: PTQ's histogram ranges, frozen (default), or moving min/max")
     parser.add_argument("--mixed", default="first-last",
                         help="layers kept in float: first-last (default), none, or comma-separated module names")
@@ -214,7 +219,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     run_quantize(args.model, backend=args.backend, method=args.method, output_dir=args.output,
                  weights=args.weights, untrained=args.untrained, tile=args.tile, calib_images=args.calib_images,
                  calib_source=args.calib_source, degradation=args.degradation, qat_steps=args.qat_steps,
-                 qat_lr=args.qat_lr, qat_batch=args.qat_batch, qat_target=args.qat_target, qat_ranges=args.qat_ranges, mixed=args.mixed, eval_dataset=args.eval_dataset,
+                 qat_lr=args.qat_lr, qat_batch=args.qat_batch, qat_target=args.qat_target, qat_ranges=args.qat_ranges,
+                 mixed=args.mixed, eval_dataset=args.eval_dataset,
                  eval_limit=args.eval_limit, eval_degradation=args.eval_degradation, sensitivity=args.sensitivity,
                  sensitivity_images=args.sensitivity_images, data_root=args.data_root, seed=args.seed,
                  overwrite=args.overwrite, progress=not args.quiet)

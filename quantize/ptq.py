@@ -93,6 +93,37 @@ def _resolved_mixed(quantizer, mixed: MixedPrecision | None) -> dict:
     }
 
 
+def calibrated_observers(model: torch.nn.Module, example: torch.Tensor, quantizer, calibration_batches: Iterable,
+                         progress_label: str | None = None) -> tuple[torch.fx.GraphModule, int, int]:
+    """``prepare_pt2e`` ``model`` (eval mode) with ``quantizer`` and run ``calibration_batches``
+    through its observers; returns (prepared graph, batches, images).
+
+    ``example``: NCHW batch at the export size; every batch must have its height and width.
+    ``progress_label``: show a progress bar with this label. Raises :class:`ZooError` for no
+    batches or a batch of another size.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    prepared = prepare_pt2e(export_for_quantization(model.eval(), example, train=False), quantizer)
+    batches = images = 0
+    iterator = _batches(calibration_batches)
+    if progress_label:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=progress_label, unit="batch")
+    with torch.no_grad():
+        for batch in iterator:
+            if batch.shape[1:] != example.shape[1:]:
+                raise ZooError(f"calibration batch of shape {tuple(batch.shape)} does not match the export "
+                               f"shape {tuple(example.shape[1:])}", "draw calibration crops at the export tile size")
+            prepared(batch)
+            batches += 1
+            images += batch.shape[0]
+    if batches == 0:
+        raise ZooError("no calibration batches were given", "pass at least one degraded training-pool crop")
+    return prepared, batches, images
+
+
 def quantize_ptq(model: torch.nn.Module, example_input: torch.Tensor, recipe, calibration_batches: Iterable,
                  mixed: MixedPrecision | None = None, *, progress: bool = False) -> torch.fx.GraphModule:
     """Post-training int8 quantization of ``model`` with the backend ``recipe``.
@@ -113,29 +144,13 @@ def quantize_ptq(model: torch.nn.Module, example_input: torch.Tensor, recipe, ca
         ZooError: unavailable backend, no calibration batches, or a calibration batch of the
         wrong size.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     recipe = require_recipe(recipe)
     example = _as_batch(example_input)
     quantizer = recipe.quantizer(is_qat=False, mixed=mixed)
-    prepared = prepare_pt2e(export_for_quantization(model.eval(), example, train=False), quantizer)
-
-    batches = images = 0
-    iterator = _batches(calibration_batches)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc=f"calibrate {recipe.NAME}", unit="batch")
-    with torch.no_grad():
-        for batch in iterator:
-            if batch.shape[1:] != example.shape[1:]:
-                raise ZooError(f"calibration batch of shape {tuple(batch.shape)} does not match the export "
-                               f"shape {tuple(example.shape[1:])}", "draw calibration crops at the export tile size")
-            prepared(batch)
-            batches += 1
-            images += batch.shape[0]
-    if batches == 0:
-        raise ZooError("no calibration batches were given", "pass at least one degraded training-pool crop")
+    prepared, batches, images = calibrated_observers(model, example, quantizer, calibration_batches,
+                                                     progress_label=f"calibrate {recipe.NAME}" if progress else None)
 
     converted = convert_pt2e(prepared, fold_quantize=recipe.FOLD_QUANTIZE)
     converted.meta[META_KEY] = {

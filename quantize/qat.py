@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from quantize.ptq import META_KEY, _as_batch, _batches, _resolved_mixed, export_for_quantization
+from quantize.ptq import META_KEY, _as_batch, _resolved_mixed, calibrated_observers, export_for_quantization
 from quantize.recipes import MixedPrecision, require_recipe
 from zoo.errors import ZooError
 
@@ -70,17 +70,8 @@ def _freeze_activation_ranges(prepared: torch.fx.GraphModule, model: torch.nn.Mo
 
     The PTQ graph is prepared from the same exported model with the same annotations, so its
     observers carry the same ``activation_post_process_N`` names as the QAT fake quantizers."""
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    observed = prepare_pt2e(export_for_quantization(copy.deepcopy(model).eval(), example, train=False),
-                            recipe.quantizer(is_qat=False, mixed=mixed))
-    seen = 0
-    with torch.no_grad():
-        for batch in _batches(calibration):
-            observed(batch)
-            seen += 1
-    if not seen:
-        raise ZooError("activation_ranges holds no calibration batches", "pass degraded training-pool crops")
+    observed, _, _ = calibrated_observers(copy.deepcopy(model), example, recipe.quantizer(is_qat=False, mixed=mixed),
+                                          calibration)
     observers = dict(observed.named_modules())
     count = 0
     for name, fake_quant in prepared.named_modules():
