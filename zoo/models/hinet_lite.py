@@ -48,6 +48,21 @@ PAPER = ("Student of Chen et al., HINet: Half Instance Normalization Network for
 RESIDUAL_INIT_SCALE = 0.1
 
 
+def _output_energy(conv: nn.Conv2d) -> torch.Tensor:
+    """Sum of squared weights per output channel of ``conv`` (shape: out_channels)."""
+    return conv.weight.pow(2).sum(dim=(1, 2, 3))
+
+
+def _input_energy(conv: nn.Conv2d) -> torch.Tensor:
+    """Sum of squared weights per input channel of ``conv`` (shape: in_channels)."""
+    return conv.weight.pow(2).sum(dim=(0, 2, 3))
+
+
+def _strongest(score: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the ``count`` largest entries of ``score``, ascending (the kept channels)."""
+    return torch.sort(torch.topk(score, count).indices).values
+
+
 class ResidualBlock(nn.Module):
     """``x + conv_2(relu(conv_1(x)))`` with 3x3 convolutions; (N, C, H, W) -> (N, C, H, W)."""
 
@@ -156,7 +171,6 @@ class HINetLite(nn.Module):
             restored = restored.clamp(0.0, 1.0)
         return restored
 
-
     @torch.no_grad()
     def inherit_from(self, teacher: "HINetLite") -> dict[str, torch.Tensor]:
         """Initialise this (narrower, shallower) network with a channel-pruned copy of ``teacher``.
@@ -203,13 +217,12 @@ class HINetLite(nn.Module):
                 writers.append((block.conv_2, level))
         for j, level in enumerate(decoder_levels):
             readers.append((teacher.ups[j].conv, level + 1))
-            up = teacher.ups[j].conv.weight.pow(2).sum(dim=(1, 2, 3))
-            score[level] += up.view(-1, 4).sum(dim=1)  # pixel_shuffle: channel c <- conv outputs 4c..4c+3
+            score[level] += _output_energy(teacher.ups[j].conv).view(-1, 4).sum(dim=1)  # pixel_shuffle: channel c <- conv outputs 4c..4c+3
         for conv, level in writers:
-            score[level] += conv.weight.pow(2).sum(dim=(1, 2, 3))
+            score[level] += _output_energy(conv)
         for conv, level in readers:
-            score[level] += conv.weight.pow(2).sum(dim=(0, 2, 3))
-        keep = [torch.sort(torch.topk(s, w).indices).values for s, w in zip(score, self.widths)]
+            score[level] += _input_energy(conv)
+        keep = [_strongest(s, w) for s, w in zip(score, self.widths)]
         full = torch.arange(self.in_chn * 4)
 
         def copy(mine: nn.Conv2d, theirs: nn.Conv2d, out_index: torch.Tensor, in_index: torch.Tensor) -> None:
@@ -218,8 +231,7 @@ class HINetLite(nn.Module):
 
         def copy_blocks(mine: nn.Sequential, theirs: nn.Sequential, stream: torch.Tensor) -> None:
             for own, other in zip(mine, theirs):
-                inner_score = other.conv_1.weight.pow(2).sum(dim=(1, 2, 3)) + other.conv_2.weight.pow(2).sum(dim=(0, 2, 3))
-                inner = torch.sort(torch.topk(inner_score, own.conv_1.out_channels).indices).values
+                inner = _strongest(_output_energy(other.conv_1) + _input_energy(other.conv_2), own.conv_1.out_channels)
                 copy(own.conv_1, other.conv_1, inner, stream)
                 copy(own.conv_2, other.conv_2, stream, inner)
 
@@ -237,6 +249,7 @@ class HINetLite(nn.Module):
         kept.update({f"encoders.{level}": keep[level] for level in range(levels)})
         kept.update({f"decoders.{j}": keep[level] for j, level in enumerate(decoder_levels)})
         return kept
+
 
 @dataclass(frozen=True)
 class DistillationTap:
