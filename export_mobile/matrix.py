@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Iterable
 
-from export_mobile.results import format_cell
+from zoo.tables import format_cell
 from zoo.errors import ZooError
 
 __all__ = ["run_matrix", "format_table", "judge", "FP32_MAX_ABS_ERROR", "INT8_MIN_PSNR_DB"]

@@ -11,7 +11,7 @@ then runs it with ``java`` and checks its outputs here:
 3. the results.json that ResultsWriter writes for a fake model validates against
    export_mobile/schemas/results.schema.json (jsonschema) and its statistics equal numpy's:
    median = numpy.percentile(times, 50), p90 = numpy.percentile(times, 90, method="linear"),
-   min, mean; each image's output_sha256 equals export_mobile.results.output_sha256 of
+   min, mean; each image's output_sha256 equals measure.results.output_sha256 of
    zoo.tiling.tiled_forward with the same fake model;
 4. int8/uint8 quantize/dequantize equal the desktop runner's numpy formulas, NHWC <-> NCHW;
 5. Tiler with fake models (identity, invert, 2x nearest, 3x3 box filter) equals
@@ -394,7 +394,7 @@ def _bench_folder(root: Path, name: str, *, corrupt: bool = False) -> Path:
 
 def test_kotlin_benchmark_writes_valid_results_with_numpy_statistics(core, tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    from export_mobile.results import output_sha256, validate_results
+    from measure.results import output_sha256, validate_results
     from zoo.data.io import read_image
     from zoo.tiling import plan_tiles, tiled_forward
 
@@ -533,7 +533,7 @@ TILER_IDS = [f"{c[0]}-{c[1]}x{c[2]}-t{c[3]}-o{c[4]}-m{c[5]}-s{c[6]}" for c in TI
 
 @pytest.mark.parametrize("case", TILER_CASES, ids=TILER_IDS)
 def test_kotlin_tiler_equals_tiled_forward(core, tmp_path, case):
-    from export_mobile.results import output_sha256
+    from measure.results import output_sha256
     from zoo.tiling import plan_tiles, tiled_forward
 
     model, height, width, tile, overlap, size_multiple, scale, margin = case

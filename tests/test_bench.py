@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from export_mobile import bench
-from export_mobile import results as rs
+from measure import bench
+from measure import results as rs
 from tests.tiny_artifact import tiny_artifact
 from zoo.errors import ZooError
 from zoo.macs import model_complexity

@@ -5,8 +5,8 @@ references, CPU fallback notes and the refusals. A tiny artifact (tile 64) on th
 import pytest
 import torch
 
-from export_mobile import baseline, check
-from export_mobile import results as rs
+from measure import baseline, check
+from measure import results as rs
 from export_mobile.runners import LoadedArtifact, load_artifact
 from tests.tiny_artifact import tiny_artifact, tiny_images
 from zoo.data.datasets import open_dataset

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from export_mobile import device as dv
+from measure import device as dv
 from export_mobile.manifest import sha256_of
 from zoo.errors import ZooError
 

@@ -426,7 +426,7 @@ def _swift_test(name: str) -> str:
 
 def test_swift_output_hash_golden_matches_python():
     torch = pytest.importorskip("torch")
-    from export_mobile.results import output_sha256
+    from measure.results import output_sha256
 
     image = torch.empty(3, 5, 7, dtype=torch.float32)
     for c in range(3):

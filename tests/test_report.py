@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from export_mobile import measured as ms
-from export_mobile import report as rp
+from measure import measured as ms
+from measure import report as rp
 from zoo.errors import ZooError
 
 DATA = Path(__file__).parent / "data" / "report"
@@ -241,7 +241,7 @@ def test_operator_rows_from_etdump_events():
     """The aggregation of Inspector events (names and times as executorch 1.5.1's Inspector gives them)."""
     from types import SimpleNamespace
 
-    from export_mobile.profile import operators_from_events
+    from measure.profile import operators_from_events
 
     execute = SimpleNamespace(name="Execute", events=[
         _event("Transpose (ND, X32) #1", [9.0, 0.5, 0.5], True),
@@ -275,7 +275,7 @@ def test_profile_operators_on_a_tiny_xnnpack_program(tmp_path):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    from export_mobile.profile import profile_operators
+    from measure.profile import profile_operators
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 3, 3, padding=1)).eval()

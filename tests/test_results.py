@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export_mobile import results as rs
+from measure import results as rs
 from export_mobile.schema import schema_errors
 from zoo.errors import ZooError
 

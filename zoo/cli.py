@@ -49,7 +49,7 @@ def cmd_info(args) -> int:
         else (str(card.weights_path) if card.has_weights else "none shipped"),
         "official_weights": card.official_weights, "notes": list(card.notes), "results": list(card.results),
     }
-    from export_mobile.measured import format_measured, model_measured
+    from measure.measured import format_measured, model_measured
 
     info["measured"] = model_measured(card, args.results)
     if args.json:
@@ -111,11 +111,11 @@ PASSTHROUGH = {
     "export": ("export_mobile.cli", "export_main",
                "export to ExecuTorch, Core ML, TFLite or ONNX with a manifest (zoo export --help)"),
     "run": ("export_mobile.cli", "run_main", "restore photos with an exported artifact (zoo run --help)"),
-    "bench": ("export_mobile.bench", "main", "latency of PyTorch and exported artifacts: table + JSON"),
-    "check": ("export_mobile.check", "main", "accuracy of an artifact on an evaluation set vs the float model"),
-    "baseline": ("export_mobile.baseline", "main", "float PyTorch reference: accuracy and CUDA (or CPU) latency"),
-    "report": ("export_mobile.report", "main", "merge results files into a Markdown + HTML report"),
-    "device": ("export_mobile.device", "main", "run the demo app's benchmark on a phone (adb) or import results"),
+    "bench": ("measure.bench", "main", "latency of PyTorch and exported artifacts: table + JSON"),
+    "check": ("measure.check", "main", "accuracy of an artifact on an evaluation set vs the float model"),
+    "baseline": ("measure.baseline", "main", "float PyTorch reference: accuracy and CUDA (or CPU) latency"),
+    "report": ("measure.report", "main", "merge results files into a Markdown + HTML report"),
+    "device": ("measure.device", "main", "run the demo app's benchmark on a phone (adb) or import results"),
     "bench-inr": ("zoo.benchmarks.inr_ablation", "main", "zero-shot INR ablation and baselines on CBSD68 crops"),
 }
 

@@ -67,7 +67,7 @@ class ModelCard:
     #: Measured results, one dict per row (dataset, degradation, metric values, source).
     results: tuple[dict, ...] = field(default_factory=tuple)
     #: Measured rows per artifact (PSNR, drop, latency per host), the ``measured`` section of
-    #: ``zoo/cards/<name>.yaml`` written by ``zoo report --update-cards`` (export_mobile.measured).
+    #: ``zoo/cards/<name>.yaml`` written by ``zoo report --update-cards`` (measure.measured).
     measured: tuple[dict, ...] = field(default_factory=tuple)
 
     @property

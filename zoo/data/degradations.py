@@ -165,6 +165,17 @@ class Degradation:
     def __call__(self, clean: torch.Tensor, seed: int) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    @property
+    def context(self) -> int:
+        """Pixels of real image around a patch that this degradation reads (its kernel radius).
+
+        Training crops a patch with this margin, degrades it and cuts the margin off again, so a
+        patch's blur or streaks come from the image around it, as they do when a whole
+        evaluation image is degraded, instead of from a mirrored copy of the patch. 0 for
+        per-pixel degradations (noise).
+        """
+        return 0
+
     def target(self, clean: torch.Tensor) -> torch.Tensor:
         """The reference a restored output is compared with (here: the clean image itself)."""
         return clean
@@ -430,6 +441,10 @@ class MotionBlur(_KeyValueDegradation):
         "noise": _Param((0.0, 0.0), _parse_range, _in(0, 255), "sigma in [0, 255]"),
     }
 
+    @property
+    def context(self) -> int:
+        return self.params["size"] // 2
+
     def kernel(self, seed: int) -> torch.Tensor:
         """The blur kernel that ``self(clean, seed)`` uses: float32 (size, size), sums to 1."""
         rng = np.random.default_rng(seed)
@@ -501,6 +516,10 @@ class RainStreaks(_KeyValueDegradation):
         "blend": _Param("add", _parse_blend, lambda v: v in ("add", "screen"), "add or screen"),
     }
 
+    @property
+    def context(self) -> int:
+        return int(math.ceil(self.params["length"][1] / 2.0 + self.params["width"][1] + 1.0))
+
     def rain_layer(self, height: int, width: int, seed: int) -> torch.Tensor:
         """The grey rain layer R (1 x height x width, float32 in [0, 1]) of a seed."""
         rng = np.random.default_rng(seed)
@@ -544,6 +563,11 @@ class BicubicDownscale(Degradation):
 
     def target(self, clean: torch.Tensor) -> torch.Tensor:
         return mod_crop(clean, self.scale)
+
+    @property
+    def context(self) -> int:
+        # MATLAB's antialiased bicubic reads 2 * scale HR pixels on each side of an LR pixel.
+        return 2 * self.scale
 
     def __call__(self, clean: torch.Tensor, seed: int) -> torch.Tensor:
         _check_clean(clean)

@@ -274,9 +274,22 @@ class PatchBatches(torch.utils.data.Dataset):
             return degraded.contiguous(), target.contiguous()
         if self._degradation_obj is None:
             self._degradation_obj = self._degradation()
+        degradation = self._degradation_obj
+        # Blur and rain read pixels around the patch: degrade the patch with as much real image
+        # around it as there is (the same margin on every side, so the dihedral transform keeps it
+        # centred; a multiple of the scale, so the LR crop is exact), then cut the margin off.
+        margin = min(degradation.context, top, left, height - top - size, width - left - size)
+        margin -= margin % self.scale
+        if margin > 0:
+            window = target_levels[:, top - margin:top + size + margin, left - margin:left + size + margin]
+            extended = dihedral(_from_levels(window), transform).contiguous()
+            degraded = degradation(extended, degradation_seed)
+            inner = margin // self.scale
+            degraded = degraded[:, inner:inner + size // self.scale, inner:inner + size // self.scale]
+            return degraded.contiguous(), degradation.target(target.contiguous()).contiguous()
         target = target.contiguous()
-        degraded = self._degradation_obj(target, degradation_seed)
-        return degraded.contiguous(), self._degradation_obj.target(target).contiguous()
+        degraded = degradation(target, degradation_seed)
+        return degraded.contiguous(), degradation.target(target).contiguous()
 
     def __getitem__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.rank * self.local_batch

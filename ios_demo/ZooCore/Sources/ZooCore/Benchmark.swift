@@ -36,7 +36,7 @@ public enum LatencyStatistics {
     }
 
     /// median (50th percentile), p90, min and mean (sum of the sorted values / count, as
-    /// export_mobile.results.latency_summary) of the timed runs in milliseconds.
+    /// measure.results.latency_summary) of the timed runs in milliseconds.
     public static func summarize(_ timesMs: [Double]) throws -> LatencySummary {
         guard !timesMs.isEmpty else {
             throw ZooError("no timed runs to summarise", fix: "run the benchmark with at least 1 timed run")
@@ -87,7 +87,7 @@ public func measureRuns(
     return times
 }
 
-/// sha256 of an output image as the zoo hashes it (export_mobile.results.output_sha256):
+/// sha256 of an output image as the zoo hashes it (measure.results.output_sha256):
 /// 8-bit RGB bytes, row-major HWC, quantized like a saved 8-bit PNG.
 public func outputSHA256(_ image: PlanarImage) -> String {
     ArtifactHasher.sha256(of: Data(image.rgb8Bytes()))
@@ -303,7 +303,7 @@ public struct ResultsWriter: Sendable {
             document = try JSONDecoder().decode(ResultsDocument.self, from: data)
         } catch {
             throw ZooError("\(source) is invalid: \(describeDecodingError(error))",
-                           fix: "write it with the app's benchmark or export_mobile.results.write_results")
+                           fix: "write it with the app's benchmark or measure.results.write_results")
         }
         if document.formatVersion > formatVersion {
             throw ZooError("\(source) has format_version \(document.formatVersion), newer than this app understands (\(formatVersion))",

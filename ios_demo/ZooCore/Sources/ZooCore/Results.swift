@@ -4,7 +4,7 @@ import Foundation
 // format_version 1) that the benchmark writes and `zoo device import` reads. Only the fields the
 // app writes are modelled (accuracy, operators and reference are left out); absent optional
 // fields are left out of the JSON, which the schema allows ("absent means unknown", as
-// export_mobile.results.new_record does). The conventions of Manifest.swift apply here too
+// measure.results.new_record does). The conventions of Manifest.swift apply here too
 // (`// json-schema-write:` = the app writes it: every field the schema requires is a
 // non-Optional property).
 

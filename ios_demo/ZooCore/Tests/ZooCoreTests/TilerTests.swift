@@ -200,7 +200,7 @@ final class TilerTests: XCTestCase {
         }
     }
 
-    /// The sha256 below was computed with export_mobile.results.output_sha256 on the same image
+    /// The sha256 below was computed with measure.results.output_sha256 on the same image
     /// (values k / 512, some outside [0, 1], one exactly halfway between two 8-bit levels).
     func testOutputHashMatchesPython() throws {
         var pixels = [Float](repeating: 0, count: 3 * 5 * 7)

@@ -3,7 +3,7 @@ record of kind ``baseline`` (the reference ``zoo check --reference`` compares ar
 
 Accuracy is ``zoo.evaluate.evaluate`` (the literature's protocol: seed 0, outputs quantized to 8
 bits, the task's metric settings, the model's tiling unless ``--tile``/``--overlap``); latency is
-``zoo bench``'s protocol (``export_mobile.bench.bench_model``) on CUDA. Without CUDA both run on the
+``zoo bench``'s protocol (``measure.bench.bench_model``) on CUDA. Without CUDA both run on the
 CPU, and the output and the record's notes say so. Needs torch only: no mobile runtime is imported.
 """
 
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 
-from export_mobile import results as rs
-from export_mobile.bench import BenchConfig, bench_model, parse_size
+from measure import results as rs
+from measure.bench import BenchConfig, bench_model, parse_size
 
 __all__ = ["run_baseline", "main"]
 
@@ -126,5 +126,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m export_mobile.baseline` on a torch-only machine
+if __name__ == "__main__":  # pragma: no cover - `python -m measure.baseline` on a torch-only machine
     raise SystemExit(main(sys.argv[1:]))

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from export_mobile.manifest import utc_now
+from zoo.tables import format_cell  # noqa: F401  (re-exported for older imports)
 from export_mobile.schema import load_schema_file, read_json_file, schema_errors, validate_document
 
 FORMAT = "zoo-results"
 FORMAT_VERSION = 1
-RESULTS_SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "results.schema.json"
+RESULTS_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "export_mobile" / "schemas" / "results.schema.json"
 #: Record kinds (``record.kind``).
 KINDS = ("baseline", "check", "bench", "device")
 
@@ -40,7 +41,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "RESULTS_SCHEMA_PATH", "KINDS", "load_res
            "cpu_model", "iter_records", "latency_summary", "finite_or_none", "format_cell", "output_sha256", "utc_now",
            "schema_task", "artifact_info", "artifact_runtime"]
 
-_FIX = "write it with export_mobile.results.write_results (or the demo app's exporter); do not edit it by hand"
+_FIX = "write it with measure.results.write_results (or the demo app's exporter); do not edit it by hand"
 
 
 def load_results_schema() -> dict:
@@ -245,11 +246,6 @@ def finite_or_none(value) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def format_cell(value, spec: str, empty: str = "-") -> str:
-    """A table cell: ``value`` formatted with ``spec`` (e.g. ".2f"), or ``empty`` when unknown."""
-    return empty if value is None else format(value, spec)
 
 
 def output_sha256(image) -> str:

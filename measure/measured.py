@@ -79,7 +79,7 @@ def load_results(paths: Iterable[str | os.PathLike], *, strict: bool = True) -> 
     "zoo-results"``, e.g. ``zoo eval`` output) are passed over; an invalid results file raises when
     ``strict``, else it is passed over with a warning on stderr (``zoo info`` does that).
     """
-    from export_mobile.results import read_results
+    from measure.results import read_results
 
     loaded: list[Loaded] = []
     skipped: list[Path] = []

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from export_mobile.measured import SHA_PREFIX, artifact_label, input_text, results_root, runtime_label
+from measure.measured import SHA_PREFIX, artifact_label, input_text, results_root, runtime_label
 from zoo.errors import ZooError
 
 __all__ = ["PACKAGE", "ACTIVITY", "DEVICE_ROOT", "RunResult", "subprocess_runner", "Adb", "find_adb",
@@ -211,7 +211,7 @@ def run_android(artifact: str | Path, *, adb: Adb, serial: str | None = None,
     """
     from tqdm import tqdm
 
-    from export_mobile.results import read_results
+    from measure.results import read_results
     from export_mobile.runners import verify_artifact
 
     if runs < 1 or warmup < 0:
@@ -279,7 +279,7 @@ def import_results(path: str | Path, *, store: str | Path | None = None) -> list
     """Validate results file ``path`` and copy it into ``store`` (default ``<results root>/devices``),
     atomically; returns ``[stored path]``. A file already stored unchanged is not copied again; a
     different file of the same host, model and artifact gets the document's creation time appended."""
-    from export_mobile.results import read_results
+    from measure.results import read_results
     from zoo.atomic import atomic_path
 
     path = Path(path)
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, runner: Runner | None = None) -> int:
     """``zoo device``: returns the exit status; ``runner`` replaces the subprocess adb runner (tests)."""
-    from export_mobile.results import read_results
+    from measure.results import read_results
 
     args = build_parser().parse_args(argv)
     if args.action == "import":

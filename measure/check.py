@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from export_mobile import results as rs
-from export_mobile.results import format_cell
+from measure import results as rs
+from zoo.tables import format_cell
 from zoo.errors import ZooError
 
 __all__ = ["run_check", "format_check", "default_json_path", "main"]

@@ -16,7 +16,7 @@ The report (``DIR/report.md``, ``DIR/report.html``) has, in order:
 The HTML file has inline CSS and SVG and no external reference: it opens offline and can be mailed.
 Numbers are shown rounded (dB 2 decimals, SSIM 4, ms 2, MP/s 2, GMAC/s 1, share in % with 1).
 ``--update-cards`` also writes the measured rows into ``zoo/cards/<model>.yaml``
-(:func:`export_mobile.measured.update_cards`). See docs/report.md.
+(:func:`measure.measured.update_cards`). See docs/report.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from export_mobile.measured import (DIGITS, Loaded, artifact_key, artifact_label, baseline_latency, best_accuracy,
+from measure.measured import (DIGITS, Loaded, artifact_key, artifact_label, baseline_latency, best_accuracy,
                                     drop_db, fmt, input_text, latency_key, load_results, runtime_label,
                                     update_cards)
 from zoo.errors import ZooError
@@ -266,7 +266,7 @@ def _operator_section(loaded: Sequence[Loaded], top: int) -> Section:
     profiled = [item.record for item in loaded if item.record.get("operators")]
     if not profiled:
         section.text.append("No record carries an operator profile (ExecuTorch ETDump: "
-                            "`python -m export_mobile.profile EXPORT_DIR --json FILE`, or a demo app built with ETDump).")
+                            "`python -m measure.profile EXPORT_DIR --json FILE`, or a demo app built with ETDump).")
         return section
     section.text.append("Slowest operators first; total ms = time per forward pass summed over the operator's "
                         "calls; share = of the whole forward pass.")

@@ -28,8 +28,8 @@ from typing import Callable
 
 import torch
 
-from export_mobile import results as rs
-from export_mobile.results import format_cell
+from measure import results as rs
+from zoo.tables import format_cell
 from zoo.errors import ZooError
 
 __all__ = ["BenchConfig", "parse_target", "parse_size", "cpu_peak_gmacs", "PeakMemory", "time_forward",
@@ -270,7 +270,7 @@ def time_forward(fn: Callable[[], object], device: torch.device, *, warmup: int 
                  max_seconds: float | None = None) -> tuple[dict, float | None, list[str]]:
     """Time ``fn()`` (one forward pass): ``warmup`` untimed calls, then up to ``runs`` timed ones
     (stopped after ``max_seconds`` of timed runs, at least 3). Returns ``(latency_ms summary,
-    peak memory MiB, notes)``; see :func:`export_mobile.results.latency_summary`.
+    peak memory MiB, notes)``; see :func:`measure.results.latency_summary`.
 
     CUDA: each run between two CUDA events, after ``torch.cuda.synchronize()``; the elapsed times
     are read after a final synchronize, so queueing is not measured. CPU: ``time.perf_counter``.

@@ -10,7 +10,7 @@ any operator are listed as their own rows, so the shares add up to about 1. No E
 
 Run it by hand::
 
-    python -m export_mobile.profile exports/lite-int8 --runs 10 [--json results/profile.json]
+    python -m measure.profile exports/lite-int8 --runs 10 [--json results/profile.json]
 
 ``--json`` writes a ``bench`` results record holding ``operators`` (and no latency: profiling adds a
 little time per operator, so ``zoo bench`` measures the latency to report) that ``zoo report``
@@ -171,7 +171,7 @@ def profile_record(artifact_path: str | Path, input=None, runs: int = 10, *, war
     report); the median ``Method::execute`` time (ms, ETDump's clock) is in ``notes``."""
     from importlib.metadata import version
 
-    from export_mobile.results import host_info, latency_summary, new_record
+    from measure.results import host_info, latency_summary, new_record
 
     path, manifest = _resolve(artifact_path)
     tensor = _load_input(path, input, manifest)
@@ -191,10 +191,10 @@ def profile_record(artifact_path: str | Path, input=None, runs: int = 10, *, war
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m export_mobile.profile ARTIFACT``: print the slowest operators (and write a record)."""
-    from export_mobile.results import results_document, write_results
+    """``python -m measure.profile ARTIFACT``: print the slowest operators (and write a record)."""
+    from measure.results import results_document, write_results
 
-    parser = argparse.ArgumentParser(prog="python -m export_mobile.profile",
+    parser = argparse.ArgumentParser(prog="python -m measure.profile",
                                      description="Per-operator profile of an ExecuTorch artifact (ETDump + Inspector)")
     parser.add_argument("artifact", help="export folder or .pte")
     parser.add_argument("--runs", type=int, default=10, help="timed forward passes (default 10)")
