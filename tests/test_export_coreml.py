@@ -17,49 +17,12 @@ import torch
 from torch import nn
 
 from export_mobile.targets.base import ExportRequest
+from tests.helpers import TILE, ConvNet, HalfInstanceNormNet, random_images, seeded
 from zoo.errors import ZooError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("coremltools") is None,
                                 reason="coremltools (mobile extra) not installed")
 on_macos = platform.system() == "Darwin"
-TILE = 32
-
-
-class ConvNet(nn.Module):
-    """conv -> ReLU -> conv with a global residual and the [0, 1] clamp of the zoo's models."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Conv2d(3, 8, 3, padding=1)
-        self.tail = nn.Conv2d(8, 3, 3, padding=1)
-
-    def forward(self, x):
-        return (x + self.tail(torch.relu(self.head(x)))).clamp(0, 1)
-
-
-class HalfInstanceNormNet(nn.Module):
-    """HINet's half instance normalisation: InstanceNorm2d on half the channels, then concat."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Conv2d(3, 8, 3, padding=1)
-        self.norm = nn.InstanceNorm2d(4, affine=True)
-        self.tail = nn.Conv2d(8, 3, 3, padding=1)
-
-    def forward(self, x):
-        features = self.head(x)
-        first, second = torch.chunk(features, 2, dim=1)
-        features = torch.cat([self.norm(first), second], dim=1)
-        return x + self.tail(nn.functional.leaky_relu(features, 0.2))
-
-
-def _seeded(cls):
-    torch.manual_seed(0)
-    return cls().eval()
-
-
-def _images(count, size=TILE, seed=1):
-    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +35,7 @@ def target():
 
 def _export(target, tmp_path, net, precision, name=None, **options):
     path = tmp_path / f"{name or precision}.mlpackage"
-    return target.export(ExportRequest(model=_seeded(net), example=_images(1), precision=precision,
+    return target.export(ExportRequest(model=seeded(net), example=random_images(1), precision=precision,
                                        out_path=path, options=options))
 
 
@@ -179,7 +142,7 @@ def test_hinet_lite_s_fp16(target, tmp_path):
     torch.manual_seed(0)
     model, _ = create_model("hinet-lite-s", untrained=True)
     model.tail.reset_parameters()  # untrained, the tail is zero (identity model)
-    result = target.export(ExportRequest(model=model, example=_images(1, size=64), precision="fp16",
+    result = target.export(ExportRequest(model=model, example=random_images(1, size=64), precision="fp16",
                                          out_path=tmp_path / "hinet-lite-s.mlpackage"))
     check = structural_check(result.path, "fp16")
     assert check["ok"] and check["input"]["shape"] == [1, 3, 64, 64]
@@ -192,9 +155,9 @@ def test_w8a8_from_pt2e(target, tmp_path):
     from export_mobile.targets.coreml import structural_check
     from quantize.ptq import quantize_ptq
 
-    model = _seeded(ConvNet)
-    quantized = quantize_ptq(model, _images(1), "coreml", [_images(2, seed=s) for s in range(2)])
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="int8", quantized=quantized,
+    model = seeded(ConvNet)
+    quantized = quantize_ptq(model, random_images(1), "coreml", [random_images(2, seed=s) for s in range(2)])
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="int8", quantized=quantized,
                                          out_path=tmp_path / "w8a8.mlpackage"))
     check = structural_check(result.path, "int8")
     assert check["ok"] and check["quantize_ops"] >= 2 and check["ops"]["dequantize"] >= 2
@@ -204,10 +167,10 @@ def test_w8a8_from_pt2e(target, tmp_path):
 @pytest.mark.skipif(not on_macos, reason="Core ML prediction needs macOS")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_macos_predict(target, tmp_path, precision):
-    model = _seeded(HalfInstanceNormNet)
-    result = target.export(ExportRequest(model=model, example=_images(1), precision=precision,
+    model = seeded(HalfInstanceNormNet)
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision=precision,
                                          out_path=tmp_path / f"{precision}.mlpackage"))
-    images = _images(2, seed=4)
+    images = random_images(2, seed=4)
     output = target.load_runner(result.path, {})(images.numpy())
     with torch.no_grad():
         expected = model(images).numpy()
@@ -234,15 +197,15 @@ class LoudNet(nn.Module):
 def test_fp16_range_report_names_the_layer(target, tmp_path):
     from export_mobile.targets.coreml import FP16_MAX, fp16_range_report
 
-    loud = fp16_range_report(_seeded(LoudNet), _images(1))
+    loud = fp16_range_report(seeded(LoudNet), random_images(1))
     assert loud["overflowing"] and loud["overflowing"][0]["layer"] == "loud"
     assert loud["overflowing"][0]["op"] == "conv2d" and loud["max_abs"] == pytest.approx(1e6)
     assert {entry["layer"] for entry in loud["overflowing"]} == {"loud", "(top level)"}  # conv, relu
-    quiet_model = _seeded(ConvNet)
-    quiet = fp16_range_report(quiet_model, _images(1))
+    quiet_model = seeded(ConvNet)
+    quiet = fp16_range_report(quiet_model, random_images(1))
     assert quiet["overflowing"] == []
     with torch.no_grad():  # the recorded peak is the largest op output, independently recomputed
-        head = quiet_model.head(_images(1))
+        head = quiet_model.head(random_images(1))
         peaks = [head.abs().max(), torch.relu(head).abs().max()]
     assert quiet["max_abs"] >= max(float(p) for p in peaks) and quiet["max_abs"] < FP16_MAX
     # The export says so in its notes.

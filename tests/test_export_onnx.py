@@ -11,62 +11,14 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from export_mobile.targets.base import ExportRequest
+from tests.helpers import TILE, ConvNet, HalfInstanceNormNet, psnr_db, random_images, seeded
 from zoo.errors import ZooError
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(p) is None for p in ("onnx", "onnxscript", "onnxruntime")),
     reason="onnx / onnxscript / onnxruntime (mobile extra) not installed")
-
-TILE = 32
-
-
-class ConvNet(nn.Module):
-    """conv -> ReLU -> conv with a global residual and clamp: only delegate-friendly operators."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Conv2d(3, 8, 3, padding=1)
-        self.tail = nn.Conv2d(8, 3, 3, padding=1)
-
-    def forward(self, x):
-        return (x + self.tail(torch.relu(self.head(x)))).clamp(0, 1)
-
-
-class HalfInstanceNormNet(nn.Module):
-    """HINet's half instance normalisation: InstanceNorm2d on half the channels, then concat."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Conv2d(3, 8, 3, padding=1)
-        self.norm = nn.InstanceNorm2d(4, affine=True)
-        self.tail = nn.Conv2d(8, 3, 3, padding=1)
-        with torch.no_grad():  # non-trivial affine parameters, so a dropped affine would show
-            self.norm.weight.uniform_(0.5, 1.5)
-            self.norm.bias.uniform_(-0.2, 0.2)
-
-    def forward(self, x):
-        features = self.head(x)
-        first, second = torch.chunk(features, 2, dim=1)
-        features = torch.cat([self.norm(first), second], dim=1)
-        return x + self.tail(nn.functional.leaky_relu(features, 0.2))
-
-
-def _seeded(cls):
-    torch.manual_seed(0)
-    return cls().eval()
-
-
-def _images(count, size=TILE, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(count, 3, size, size, generator=generator)
-
-
-def _psnr(a, b):
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +31,12 @@ def target():
 
 @pytest.mark.parametrize("net", [ConvNet, HalfInstanceNormNet])
 def test_fp32_matches_pytorch(target, tmp_path, net):
-    model = _seeded(net)
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="fp32",
+    model = seeded(net)
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="fp32",
                                          out_path=tmp_path / "model.onnx"))
     assert result.path.is_file() and result.input_layout == "NCHW"
     runner = target.load_runner(result.path, {})
-    images = _images(2, seed=7)
+    images = random_images(2, seed=7)
     output = runner(images.numpy())
     with torch.no_grad():
         expected = model(images).numpy()
@@ -97,7 +49,7 @@ def test_fp32_matches_pytorch(target, tmp_path, net):
 def test_instance_norm_kept_as_one_onnx_op(target, tmp_path):
     from export_mobile.targets.onnx import op_counts
 
-    target.export(ExportRequest(model=_seeded(HalfInstanceNormNet), example=_images(1), precision="fp32",
+    target.export(ExportRequest(model=seeded(HalfInstanceNormNet), example=random_images(1), precision="fp32",
                                 out_path=tmp_path / "model.onnx"))
     import onnx
 
@@ -113,14 +65,14 @@ def test_instance_norm_kept_as_one_onnx_op(target, tmp_path):
 def pt2e_quantized():
     from quantize.ptq import quantize_ptq
 
-    model = _seeded(HalfInstanceNormNet)
-    quantized = quantize_ptq(model, _images(1), "xnnpack", [_images(2, seed=s) for s in range(3)])
+    model = seeded(HalfInstanceNormNet)
+    quantized = quantize_ptq(model, random_images(1), "xnnpack", [random_images(2, seed=s) for s in range(3)])
     return model, quantized
 
 
 def test_int8_from_pt2e_matches_quantized_pytorch(target, tmp_path, pt2e_quantized):
     model, quantized = pt2e_quantized
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="int8",
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="int8",
                                          out_path=tmp_path / "model_int8.onnx", quantized=quantized))
     from export_mobile.targets.onnx import float_compute_ops, op_counts
 
@@ -129,11 +81,11 @@ def test_int8_from_pt2e_matches_quantized_pytorch(target, tmp_path, pt2e_quantiz
     # XNNPACK's quantizer leaves instance normalisation in float; the export says so.
     assert float_compute_ops(result.path)["InstanceNormalization"] == 1
     assert any("InstanceNormalization x1" in note for note in result.notes if note.startswith("ops left in float"))
-    images = _images(2, seed=11)
+    images = random_images(2, seed=11)
     output = target.load_runner(result.path, {})(images.numpy())
     with torch.no_grad():
         expected = quantized(images).numpy()
-    assert _psnr(output, expected) > 40
+    assert psnr_db(output, expected) > 40
     # int8 storage: the weights are int8 initializers, so the file is smaller than the fp32 export.
     import onnx
 
@@ -142,9 +94,9 @@ def test_int8_from_pt2e_matches_quantized_pytorch(target, tmp_path, pt2e_quantiz
 
 
 def test_int8_with_onnxruntime_quantizer(target, tmp_path):
-    model = _seeded(HalfInstanceNormNet)
-    calibration = [_images(2, seed=s).numpy() for s in range(4)]
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="int8",
+    model = seeded(HalfInstanceNormNet)
+    calibration = [random_images(2, seed=s).numpy() for s in range(4)]
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="int8",
                                          out_path=tmp_path / "ort_int8.onnx",
                                          options={"calibration": calibration}))
     from export_mobile.targets.onnx import float_compute_ops, op_counts
@@ -152,32 +104,32 @@ def test_int8_with_onnxruntime_quantizer(target, tmp_path):
     assert op_counts(result.path)["QuantizeLinear"] >= 2
     # ORT's quantizer wraps every compute op, instance normalisation included, in DQ/Q pairs.
     assert not float_compute_ops(result.path)
-    images = _images(2, seed=5)
+    images = random_images(2, seed=5)
     output = target.load_runner(result.path, {})(images.numpy())
     with torch.no_grad():
         expected = model(images).numpy()
     # No PyTorch twin of ORT's quantizer exists; 8-bit rounding alone keeps this near 40 dB.
-    assert 30 < _psnr(output, expected) < 80
+    assert 30 < psnr_db(output, expected) < 80
 
 
 def test_bad_requests_raise_clear_errors(target, tmp_path):
-    model = _seeded(ConvNet)
+    model = seeded(ConvNet)
     with pytest.raises(ZooError, match="no precision 'fp16'"):
-        target.export(ExportRequest(model=model, example=_images(1), precision="fp16", out_path=tmp_path / "a.onnx"))
+        target.export(ExportRequest(model=model, example=random_images(1), precision="fp16", out_path=tmp_path / "a.onnx"))
     with pytest.raises(ZooError, match="calibration data or a quantized model"):
-        target.export(ExportRequest(model=model, example=_images(1), precision="int8", out_path=tmp_path / "b.onnx"))
+        target.export(ExportRequest(model=model, example=random_images(1), precision="int8", out_path=tmp_path / "b.onnx"))
     with pytest.raises(ZooError, match="does not match the export shape"):
-        target.export(ExportRequest(model=model, example=_images(1), precision="int8", out_path=tmp_path / "c.onnx",
-                                    options={"calibration": [_images(1, size=16).numpy()]}))
+        target.export(ExportRequest(model=model, example=random_images(1), precision="int8", out_path=tmp_path / "c.onnx",
+                                    options={"calibration": [random_images(1, size=16).numpy()]}))
     assert not (tmp_path / "b.onnx").exists() and not (tmp_path / "c.onnx").exists()
 
 
 def test_runner_refuses_wrong_shape_and_corrupt_file(target, tmp_path):
-    result = target.export(ExportRequest(model=_seeded(ConvNet), example=_images(1), precision="fp32",
+    result = target.export(ExportRequest(model=seeded(ConvNet), example=random_images(1), precision="fp32",
                                          out_path=tmp_path / "model.onnx"))
     runner = target.load_runner(result.path, {})
     with pytest.raises(ZooError, match="fixed shape"):
-        runner(_images(1, size=48).numpy())
+        runner(random_images(1, size=48).numpy())
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(result.path.read_bytes()[: result.path.stat().st_size // 2])
     with pytest.raises(ZooError, match="not a loadable ONNX model"):
@@ -192,10 +144,10 @@ def test_hinet_lite_s_fp32(target, tmp_path):
     # Untrained, the tail conv is zero and the model is the identity; random tail weights make
     # the output depend on every layer.
     model.tail.reset_parameters()
-    example = _images(1, size=64)
+    example = random_images(1, size=64)
     result = target.export(ExportRequest(model=model, example=example, precision="fp32",
                                          out_path=tmp_path / "hinet-lite-s.onnx"))
-    images = _images(1, size=64, seed=3)
+    images = random_images(1, size=64, seed=3)
     output = target.load_runner(result.path, {})(images.numpy())
     with torch.no_grad():
         expected = model(images).numpy()

@@ -11,63 +11,14 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from export_mobile.targets.base import ExportRequest
+from tests.helpers import TILE, ConvNet, HalfInstanceNormNet, psnr_db, random_images, seeded
 from zoo.errors import ZooError
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(p) is None for p in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")),
     reason="litert-torch / ai-edge-litert (mobile extra) not installed")
-
-TILE = 32
-
-
-class ConvNet(nn.Module):
-    """conv -> ReLU -> conv with a global residual; ``clamp`` adds the [0, 1] clamp of the zoo's models."""
-
-    def __init__(self, clamp: bool = True):
-        super().__init__()
-        self.head = nn.Conv2d(3, 8, 3, padding=1)
-        self.tail = nn.Conv2d(8, 3, 3, padding=1)
-        self.clamp = clamp
-
-    def forward(self, x):
-        out = x + self.tail(torch.relu(self.head(x)))
-        return out.clamp(0, 1) if self.clamp else out
-
-
-class HalfInstanceNormNet(nn.Module):
-    """HINet's half instance normalisation: InstanceNorm2d on half the channels, then concat."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Conv2d(3, 8, 3, padding=1)
-        self.norm = nn.InstanceNorm2d(4, affine=True)
-        self.tail = nn.Conv2d(8, 3, 3, padding=1)
-        with torch.no_grad():
-            self.norm.weight.uniform_(0.5, 1.5)
-            self.norm.bias.uniform_(-0.2, 0.2)
-
-    def forward(self, x):
-        features = self.head(x)
-        first, second = torch.chunk(features, 2, dim=1)
-        features = torch.cat([self.norm(first), second], dim=1)
-        return x + self.tail(nn.functional.leaky_relu(features, 0.2))
-
-
-def _seeded(cls, **kwargs):
-    torch.manual_seed(0)
-    return cls(**kwargs).eval()
-
-
-def _images(count, size=TILE, seed=1):
-    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _psnr(a, b):
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def _interpreter_io(path):
@@ -88,10 +39,10 @@ def target():
 
 @pytest.mark.parametrize("net", [ConvNet, HalfInstanceNormNet])
 def test_fp32_matches_pytorch(target, tmp_path, net):
-    model = _seeded(net)
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="fp32",
+    model = seeded(net)
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="fp32",
                                          out_path=tmp_path / "model.tflite"))
-    images = _images(2, seed=7)
+    images = random_images(2, seed=7)
     output = target.load_runner(result.path, {})(images.numpy())
     with torch.no_grad():
         expected = model(images).numpy()
@@ -102,13 +53,13 @@ def test_fp32_matches_pytorch(target, tmp_path, net):
 
 
 def test_nhwc_io(target, tmp_path):
-    model = _seeded(HalfInstanceNormNet)
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="fp32",
+    model = seeded(HalfInstanceNormNet)
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="fp32",
                                          out_path=tmp_path / "nhwc.tflite", options={"layout": "NHWC"}))
     assert result.input_layout == result.output_layout == "NHWC"
     model_input, model_output = _interpreter_io(result.path)
     assert list(model_input["shape"]) == [1, TILE, TILE, 3] and list(model_output["shape"]) == [1, TILE, TILE, 3]
-    images = _images(1, seed=3)
+    images = random_images(1, seed=3)
     # Feed the interpreter by hand in NHWC: the file itself must take channels-last data.
     from ai_edge_litert.interpreter import Interpreter
 
@@ -129,24 +80,24 @@ def test_nhwc_io(target, tmp_path):
 def test_delegate_report_and_clamp_split(target, tmp_path):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from export_mobile.targets.tflite import operator_names
+    from export_mobile.targets.tflite_flatbuffer import operator_names
 
-    plain = target.export(ExportRequest(model=_seeded(ConvNet, clamp=False), example=_images(1), precision="fp32",
+    plain = target.export(ExportRequest(model=seeded(ConvNet, clamp=False), example=random_images(1), precision="fp32",
                                         out_path=tmp_path / "plain.tflite"))
     assert plain.partitions == 1 and plain.ops_outside_delegate == []
     # litert-torch turns clamp(0, 1) into RELU_0_TO_1, which XNNPACK (ai-edge-litert 2.3) does not run.
-    model = _seeded(ConvNet)
-    unsplit = target.export(ExportRequest(model=model, example=_images(1), precision="fp32",
+    model = seeded(ConvNet)
+    unsplit = target.export(ExportRequest(model=model, example=random_images(1), precision="fp32",
                                           out_path=tmp_path / "unsplit.tflite", options={"split_clamps": False}))
     assert "RELU_0_TO_1" in operator_names(unsplit.path)
     assert unsplit.partitions == 1 and unsplit.ops_outside_delegate == ["RELU_0_TO_1"]
     # By default it becomes MAXIMUM + MINIMUM: all delegated, same numbers bit for bit.
-    split = target.export(ExportRequest(model=model, example=_images(1), precision="fp32",
+    split = target.export(ExportRequest(model=model, example=random_images(1), precision="fp32",
                                         out_path=tmp_path / "split.tflite"))
     names = operator_names(split.path)
     assert "RELU_0_TO_1" not in names and names[-2:] == ["MAXIMUM", "MINIMUM"]
     assert split.partitions == 1 and split.ops_outside_delegate == []
-    images = _images(2, seed=21) * 1.6 - 0.3  # values outside [0, 1], so the clamp acts on both sides
+    images = random_images(2, seed=21) * 1.6 - 0.3  # values outside [0, 1], so the clamp acts on both sides
     first = target.load_runner(unsplit.path, {})(images.numpy())
     second = target.load_runner(split.path, {})(images.numpy())
     assert np.array_equal(first, second) and first.min() == 0 and first.max() == 1
@@ -160,17 +111,17 @@ def test_delegate_report_and_clamp_split(target, tmp_path):
 
 
 def test_fp16_weights(target, tmp_path):
-    from export_mobile.targets.tflite import tensor_dtypes
+    from export_mobile.targets.tflite_flatbuffer import tensor_dtypes
 
-    model = _seeded(HalfInstanceNormNet)
-    fp32 = target.export(ExportRequest(model=model, example=_images(1), precision="fp32",
+    model = seeded(HalfInstanceNormNet)
+    fp32 = target.export(ExportRequest(model=model, example=random_images(1), precision="fp32",
                                        out_path=tmp_path / "fp32.tflite"))
-    fp16 = target.export(ExportRequest(model=model, example=_images(1), precision="fp16",
+    fp16 = target.export(ExportRequest(model=model, example=random_images(1), precision="fp16",
                                        out_path=tmp_path / "fp16.tflite"))
     dtypes = tensor_dtypes(fp16.path)
     assert dtypes.get("FLOAT16") == 2 and "FLOAT16" not in tensor_dtypes(fp32.path)  # the two conv weights
     assert fp16.path.stat().st_size < fp32.path.stat().st_size
-    images = _images(2, seed=9)
+    images = random_images(2, seed=9)
     output = target.load_runner(fp16.path, {})(images.numpy())
     with torch.no_grad():
         expected = model(images).numpy()
@@ -183,8 +134,8 @@ def test_fp16_weights(target, tmp_path):
 def quantized_convnet():
     from quantize.ptq import quantize_ptq
 
-    model = _seeded(ConvNet)
-    return model, quantize_ptq(model, _images(1), "tflite", [_images(2, seed=s) for s in range(3)])
+    model = seeded(ConvNet)
+    return model, quantize_ptq(model, random_images(1), "tflite", [random_images(2, seed=s) for s in range(3)])
 
 
 def _first_activation_quantization(graph_module):
@@ -197,7 +148,7 @@ def _first_activation_quantization(graph_module):
 @pytest.mark.parametrize("io", ["int8", "float"])
 def test_int8_matches_quantized_pytorch(target, tmp_path, quantized_convnet, io):
     model, quantized = quantized_convnet
-    result = target.export(ExportRequest(model=model, example=_images(1), precision="int8", quantized=quantized,
+    result = target.export(ExportRequest(model=model, example=random_images(1), precision="int8", quantized=quantized,
                                          out_path=tmp_path / f"int8_{io}.tflite", options={"io": io}))
     model_input, model_output = _interpreter_io(result.path)
     # The manifest's tensor names are those the interpreter reports.
@@ -214,11 +165,11 @@ def test_int8_matches_quantized_pytorch(target, tmp_path, quantized_convnet, io)
         assert result.output_quantization == {"scale": pytest.approx(scale), "zero_point": zero_point}
     else:
         assert model_input["dtype"] == np.float32 and result.input_quantization is None
-    images = _images(2, seed=13)
+    images = random_images(2, seed=13)
     output = target.load_runner(result.path, {})(images.numpy())
     with torch.no_grad():
         expected = quantized(images).numpy()
-    assert _psnr(output, expected) > 40
+    assert psnr_db(output, expected) > 40
 
 
 def _self_check_db(result):
@@ -237,9 +188,9 @@ def test_int8_half_instance_norm_matches_pt2e_and_self_check_flags_clipping(targ
     """
     from quantize.ptq import quantize_ptq
 
-    model = _seeded(HalfInstanceNormNet)
-    quantized = quantize_ptq(model, _images(1), "tflite", [_images(2, seed=s) for s in range(3)])
-    example = _images(1)
+    model = seeded(HalfInstanceNormNet)
+    quantized = quantize_ptq(model, random_images(1), "tflite", [random_images(2, seed=s) for s in range(3)])
+    example = random_images(1)
     cases = {"hin-float-io": (model, quantized, "float"), "hin-int8-io": (model, quantized, "int8"),
              "conv": (*quantized_convnet, "int8")}
     measured = {}
@@ -248,7 +199,7 @@ def test_int8_half_instance_norm_matches_pt2e_and_self_check_flags_clipping(targ
                                              out_path=tmp_path / f"{name}.tflite", options={"io": io_kind}))
         reported, warned = _self_check_db(result)
         with torch.no_grad():
-            measured[name] = _psnr(target.load_runner(result.path, {})(example.numpy()), graph(example).numpy())
+            measured[name] = psnr_db(target.load_runner(result.path, {})(example.numpy()), graph(example).numpy())
         assert reported == pytest.approx(measured[name], abs=0.1)
         assert warned == (measured[name] <= 40)
     assert measured["hin-float-io"] > 40 and measured["conv"] > 40
@@ -257,7 +208,7 @@ def test_int8_half_instance_norm_matches_pt2e_and_self_check_flags_clipping(targ
 
 def test_bad_requests_raise_clear_errors(target, tmp_path, quantized_convnet):
     model, quantized = quantized_convnet
-    example = _images(1)
+    example = random_images(1)
     with pytest.raises(ZooError, match="no precision 'int4'"):
         target.export(ExportRequest(model=model, example=example, precision="int4", out_path=tmp_path / "a.tflite"))
     with pytest.raises(ZooError, match="calibration data or a quantized model"):
@@ -272,11 +223,11 @@ def test_bad_requests_raise_clear_errors(target, tmp_path, quantized_convnet):
 
 
 def test_runner_refuses_wrong_shape_and_corrupt_file(target, tmp_path):
-    result = target.export(ExportRequest(model=_seeded(ConvNet), example=_images(1), precision="fp32",
+    result = target.export(ExportRequest(model=seeded(ConvNet), example=random_images(1), precision="fp32",
                                          out_path=tmp_path / "model.tflite"))
     runner = target.load_runner(result.path, {})
     with pytest.raises(ZooError, match="fixed shape"):
-        runner(_images(1, size=48).numpy())
+        runner(random_images(1, size=48).numpy())
     data = result.path.read_bytes()
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(data[: len(data) // 2])
@@ -299,19 +250,19 @@ def test_hinet_lite_s(target, tmp_path):
     model.tail.reset_parameters()
     size = 64
     assert size % card.size_multiple == 0
-    result = target.export(ExportRequest(model=model, example=_images(1, size=size), precision="fp32",
+    result = target.export(ExportRequest(model=model, example=random_images(1, size=size), precision="fp32",
                                          out_path=tmp_path / "fp32.tflite"))
-    images = _images(1, size=size, seed=3)
+    images = random_images(1, size=size, seed=3)
     with torch.no_grad():
         expected = model(images).numpy()
     assert np.abs(expected - images.numpy()).mean() > 0.01  # not the identity
     assert np.abs(target.load_runner(result.path, {})(images.numpy()) - expected).max() < 1e-4
     assert result.partitions == 1 and result.ops_outside_delegate == []  # all of it in XNNPACK
 
-    quantized = quantize_ptq(model, _images(1, size=size), "tflite", [_images(2, size=size, seed=s) for s in range(2)])
-    result = target.export(ExportRequest(model=model, example=_images(1, size=size), precision="int8",
+    quantized = quantize_ptq(model, random_images(1, size=size), "tflite", [random_images(2, size=size, seed=s) for s in range(2)])
+    result = target.export(ExportRequest(model=model, example=random_images(1, size=size), precision="int8",
                                          quantized=quantized, out_path=tmp_path / "int8.tflite"))
     with torch.no_grad():
         expected = quantized(images).numpy()
-    assert _psnr(target.load_runner(result.path, {})(images.numpy()), expected) > 40
+    assert psnr_db(target.load_runner(result.path, {})(images.numpy()), expected) > 40
     assert result.input_dtype == "int8" and result.partitions == 1 and result.ops_outside_delegate == []

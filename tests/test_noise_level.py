@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import add_gaussian_noise, skimage_photo
 from zoo.errors import ZooError
 from zoo.noise_level import (
     _patch_origins,
@@ -13,33 +14,19 @@ from zoo.noise_level import (
 )
 
 
-def _photo(name: str, size: int = 256) -> torch.Tensor:
-    """A centre crop (3, size, size) in [0, 1] of one of scikit-image's bundled natural photos."""
-    data = pytest.importorskip("skimage.data")
-    array = getattr(data, name)()
-    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
-    crop = np.ascontiguousarray(array[top:top + size, left:left + size, :3])
-    return torch.from_numpy(crop).permute(2, 0, 1).float() / 255
-
-
-def _add_noise(image: torch.Tensor, sigma_255: float, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return image + sigma_255 / 255 * torch.randn(image.shape, generator=generator)
-
-
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 @pytest.mark.parametrize("sigma", [5, 15, 25, 50])
 def test_estimates_gaussian_sigma_within_ten_percent_on_photos(name, sigma):
-    estimate = estimate_noise_sigma(_add_noise(_photo(name), sigma)) * 255
+    estimate = estimate_noise_sigma(add_gaussian_noise(skimage_photo(name, 256), sigma)) * 255
     assert estimate == pytest.approx(sigma, rel=0.10)
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 def test_clean_photo_gives_a_small_sigma(name):
-    clean = _photo(name)
+    clean = skimage_photo(name, 256)
     estimate = estimate_noise_sigma(clean) * 255
     assert estimate < 3.0
-    assert estimate < estimate_noise_sigma(_add_noise(clean, 5)) * 255
+    assert estimate < estimate_noise_sigma(add_gaussian_noise(clean, 5)) * 255
 
 
 def test_benchmark_photos_within_ten_percent(data_root):
@@ -49,12 +36,12 @@ def test_benchmark_photos_within_ten_percent(data_root):
     for index, path in enumerate(files):
         clean = read_image(path).image
         for sigma in (15, 25):
-            estimate = estimate_noise_sigma(_add_noise(clean, sigma, seed=index)) * 255
+            estimate = estimate_noise_sigma(add_gaussian_noise(clean, sigma, seed=index)) * 255
             assert estimate == pytest.approx(sigma, rel=0.10), path.name
 
 
 def test_pure_noise_is_measured_closely():
-    noise_only = _add_noise(torch.full((3, 128, 128), 0.5), 20, seed=3)
+    noise_only = add_gaussian_noise(torch.full((3, 128, 128), 0.5), 20, seed=3)
     assert estimate_noise_sigma(noise_only) * 255 == pytest.approx(20, rel=0.03)
 
 
@@ -86,7 +73,7 @@ def test_patch_covariance_matches_a_direct_computation():
 
 
 def test_greyscale_inputs_hw_and_1hw_agree():
-    grey = _add_noise(_photo("coffee").mean(dim=0, keepdim=True), 25)
+    grey = add_gaussian_noise(skimage_photo("coffee", 256).mean(dim=0, keepdim=True), 25)
     from_1hw = estimate_noise_sigma(grey)
     assert estimate_noise_sigma(grey[0]) == pytest.approx(from_1hw)
     assert from_1hw * 255 == pytest.approx(25, rel=0.10)
@@ -114,5 +101,5 @@ def test_nan_image_is_refused():
 
 
 def test_grey_photo_stored_as_rgb_is_measured_on_one_channel():
-    grey = _add_noise(_photo("coffee").mean(dim=0, keepdim=True), 15)
+    grey = add_gaussian_noise(skimage_photo("coffee", 256).mean(dim=0, keepdim=True), 15)
     assert estimate_noise_sigma(grey.expand(3, -1, -1)) == pytest.approx(estimate_noise_sigma(grey))

@@ -2,16 +2,30 @@
 
 A target turns a float or PT2E-quantized PyTorch model with a FIXED input shape into one artifact
 file/folder and can run that artifact on the desktop. It knows nothing about particular models.
+
+The checks every target makes the same way live here once: which toolchain packages are missing
+(:func:`missing_packages_reason`), whether a request fits the target (:func:`check_request`:
+precision, availability, a (1, C, H, W) example), whether a runner can be made
+(:func:`require_runnable`) and whether a batch fits the artifact's fixed shape
+(:func:`fixed_shape_batch`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+
+from zoo.errors import ZooError
+
+#: How to get the optional export toolchains (executorch, coremltools, litert, onnx).
+MOBILE_EXTRAS = "pip install 'mobile-restoration-zoo[mobile]'"
+#: What to do with a batch that does not fit an artifact's fixed input shape.
+TILE_HINT = "run it tiled at the exported tile size (zoo run tiles automatically)"
 
 
 @dataclass
@@ -72,3 +86,62 @@ class ExportTarget(Protocol):
 
     def load_runner(self, path: Path, manifest: dict) -> Runner:
         """A desktop runner for the artifact, or ZooError saying why it cannot run here."""
+
+
+# --------------------------------------------------------------------------------------------
+# Checks shared by the targets
+
+
+def first_line(err: Exception) -> str:
+    """``ExceptionType: first line of the message`` (at most 300 characters), for one-line errors and notes."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
+
+
+def missing_packages_reason(modules: tuple[str, ...]) -> str | None:
+    """None when every importable module name in ``modules`` is installed, else which are missing and the fix."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    return f"{', '.join(missing)} not installed; {MOBILE_EXTRAS}" if missing else None
+
+
+def require_available(target, hint: str = "install the mobile extras") -> None:
+    """Raise :class:`ZooError` when ``target.available()`` gives a reason (the toolchain is missing)."""
+    reason = target.available()
+    if reason:
+        raise ZooError(f"target {target.name} is unavailable: {reason}", hint)
+
+
+def check_request(target, request: ExportRequest, hint: str = "install the mobile extras") -> tuple[int, ...]:
+    """Check that ``target`` offers ``request.precision``, that its toolchain is here, and that the example
+    is one NCHW image; returns the example's shape ``(1, C, H, W)``. Raises :class:`ZooError` otherwise.
+
+    ``hint``: the fix for an unavailable toolchain.
+    """
+    if request.precision not in target.precisions:
+        raise ZooError(f"target {target.name} has no precision {request.precision!r}",
+                       f"use one of {', '.join(target.precisions)}")
+    require_available(target, hint)
+    shape = tuple(request.example.shape)
+    if len(shape) != 4 or shape[0] != 1:
+        raise ZooError(f"export example must be one NCHW image (1, C, H, W), got shape {shape}",
+                       "pass a (1, 3, tile, tile) example")
+    return shape
+
+
+def require_runnable(path: str | Path, reason: str | None, hint: str = "install the mobile extras") -> None:
+    """Raise :class:`ZooError` saying why the artifact at ``path`` cannot run here, when ``reason`` is set."""
+    if reason:
+        raise ZooError(f"cannot run {Path(path).name} here: {reason}", hint)
+
+
+def fixed_shape_batch(batch, image_shape: tuple[int, ...], artifact: str) -> np.ndarray:
+    """``batch`` as float32 (N, C, H, W) after checking that (C, H, W) is the artifact's fixed ``image_shape``.
+
+    ``artifact``: how the error names it (file name or kind). Raises :class:`ZooError` on a mismatch.
+    """
+    batch = np.asarray(batch, dtype=np.float32)
+    expected = tuple(image_shape)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+        raise ZooError(f"input of shape {tuple(batch.shape)} does not fit the fixed shape "
+                       f"(N, {', '.join(map(str, expected))}) of {artifact}", TILE_HINT)
+    return batch

@@ -32,7 +32,6 @@ was asked.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import platform
 from collections import Counter
@@ -41,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import ExportRequest, ExportResult
+from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, first_line, fixed_shape_batch,
+                                        missing_packages_reason, require_runnable)
 from zoo.errors import ZooError
 
 INPUT_NAME = "input"
@@ -51,11 +51,6 @@ INT8_MODES = ("weights", "w8a8")
 #: MIL ops that hold or decompress weights rather than compute on activations.
 _WEIGHT_OP_PREFIXES = ("const", "constexpr_")
 MACOS_MESSAGE = "Core ML prediction needs macOS (coremltools can convert on Linux but not run models)"
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
 def _compute_units(request: ExportRequest) -> str:
@@ -95,22 +90,11 @@ class CoreMLTarget:
     tool_packages = ("torch", "coremltools")
 
     def available(self) -> str | None:
-        if importlib.util.find_spec("coremltools") is None:
-            return "coremltools not installed; pip install 'mobile-restoration-zoo[mobile]'"
-        return None
+        return missing_packages_reason(("coremltools",))
 
     def export(self, request: ExportRequest) -> ExportResult:
         """Write the ``.mlpackage`` folder at ``request.out_path``; see the module docstring."""
-        if request.precision not in self.precisions:
-            raise ZooError(f"target coreml has no precision {request.precision!r}",
-                           f"use one of {', '.join(self.precisions)}")
-        reason = self.available()
-        if reason:
-            raise ZooError(f"target coreml is unavailable: {reason}", "install the mobile extras")
-        shape = tuple(request.example.shape)
-        if len(shape) != 4 or shape[0] != 1:
-            raise ZooError(f"export example must be one NCHW image (1, C, H, W), got shape {shape}",
-                           "pass a (1, 3, tile, tile) example")
+        shape = check_request(self, request)
         units = _compute_units(request)
         mode = _int8_mode(request) if request.precision == "int8" else None
         io_dtype = str(request.options.get("io_dtype", "float32"))
@@ -127,7 +111,7 @@ class CoreMLTarget:
         try:
             program = torch.export.export(source, (example,)).run_decompositions({})
         except Exception as err:
-            raise ZooError(f"torch.export failed before Core ML conversion: {_first_line(err)}",
+            raise ZooError(f"torch.export failed before Core ML conversion: {first_line(err)}",
                            "rewrite the unsupported operator (see docs/export_targets.md)") from err
         ml_dtype = np.float16 if io_dtype == "float16" else np.float32
         try:
@@ -143,7 +127,7 @@ class CoreMLTarget:
                     skip_model_load=True,
                 )
         except Exception as err:
-            raise ZooError(f"Core ML conversion failed: {_first_line(err)}",
+            raise ZooError(f"Core ML conversion failed: {first_line(err)}",
                            "rewrite the unsupported operator (see docs/export_targets.md) or use another target") from err
         if mode == "weights":
             mlmodel = self._quantize_weights(mlmodel, int(request.options.get("weight_threshold", 0)))
@@ -186,9 +170,7 @@ class CoreMLTarget:
 
     def load_runner(self, path: Path, manifest: dict):
         """Core ML predict (macOS only); on other systems a ZooError naming the structural check."""
-        reason = self.available()
-        if reason:
-            raise ZooError(f"cannot run {Path(path).name}: {reason}", "install the mobile extras")
+        require_runnable(path, self.available())
         if platform.system() != "Darwin":
             raise ZooError(f"{MACOS_MESSAGE}; this is {platform.system()}",
                            "run it on a Mac, or check it here with export_mobile.targets.coreml.structural_check")
@@ -203,7 +185,7 @@ def _fp16_note(program, example: torch.Tensor) -> str:
     try:
         report = fp16_range_report(program, example)
     except Exception as err:  # a report, not a requirement of the artifact
-        return f"fp16 range not measured: {_first_line(err)}"
+        return f"fp16 range not measured: {first_line(err)}"
     if report["overflowing"]:
         worst = report["overflowing"][0]
         return (f"WARNING: fp16 overflow: {len(report['overflowing'])} ops exceed 65504 on the example, worst "
@@ -221,21 +203,19 @@ class CoreMLRunner:
         try:
             self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]))
         except Exception as err:
-            raise ZooError(f"{path.name} is not a loadable Core ML package ({_first_line(err)})",
+            raise ZooError(f"{path.name} is not a loadable Core ML package ({first_line(err)})",
                            "re-export it with zoo export --target coreml") from err
         description = self.model.get_spec().description
         self.input_name = description.input[0].name
         self.output_name = description.output[0].name
         self.input_shape = tuple(description.input[0].type.multiArrayType.shape)
+        self.name = path.name
         from coremltools.proto import FeatureTypes_pb2
 
         self.input_fp16 = description.input[0].type.multiArrayType.dataType == FeatureTypes_pb2.ArrayFeatureType.FLOAT16
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape[1:]:
-            raise ZooError(f"input of shape {batch.shape} does not fit the package's fixed shape {self.input_shape}",
-                           "run it tiled at the exported tile size (zoo run tiles automatically)")
+        batch = fixed_shape_batch(batch, self.input_shape[1:], self.name)
         outputs = []
         for i in range(batch.shape[0]):
             image = batch[i:i + 1].astype(np.float16 if self.input_fp16 else np.float32)
@@ -335,7 +315,7 @@ def structural_check(path: str | Path, precision: str) -> dict:
     try:
         spec = ct.utils.load_spec(str(path))
     except Exception as err:
-        raise ZooError(f"{path.name} is not a readable Core ML package ({_first_line(err)})",
+        raise ZooError(f"{path.name} is not a readable Core ML package ({first_line(err)})",
                        "re-export it with zoo export --target coreml") from err
     if spec.WhichOneof("Type") != "mlProgram":
         raise ZooError(f"{path.name} is not an ML Program", "re-export it with zoo export --target coreml")

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import ExportRequest, ExportResult
+from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, fixed_shape_batch,
+                                        missing_packages_reason, require_runnable)
 from zoo.errors import ZooError
 
 #: Operators of a lowered graph that are bookkeeping, not computation.
@@ -171,10 +172,7 @@ class PteRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """``batch``: (N, C, H, W) float32 with (C, H, W) as exported; returns (N, C', H', W') float32."""
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape[1:]:
-            raise ZooError(f"{self.path.name} takes inputs of shape {self.input_shape}, got {tuple(batch.shape)}",
-                           "tile the image at the manifest's tile size (export_mobile.runners does this)")
+        batch = fixed_shape_batch(batch, self.input_shape[1:], self.path.name)
         outputs = []
         for image in batch:
             result = self.method.execute([torch.from_numpy(np.ascontiguousarray(image[None]))])
@@ -205,15 +203,16 @@ class ExecuTorchTarget:
 
     def available(self) -> str | None:
         """None when this delegate can be lowered to here, else the reason and the fix."""
-        if importlib.util.find_spec("executorch") is None:
-            return "executorch is not installed (pip install 'mobile-restoration-zoo[mobile]')"
+        reason = missing_packages_reason(("executorch",))
+        if reason:
+            return reason
         try:
             if importlib.util.find_spec(self.backend_module) is None:
                 return f"{self.backend_module} is missing from the installed executorch"
         except ModuleNotFoundError as err:
             return f"{self.backend_module} cannot be imported: {err}"
-        if self.delegate == "CoreMLBackend" and importlib.util.find_spec("coremltools") is None:
-            return "coremltools is not installed (pip install coremltools==9.0)"
+        if self.delegate == "CoreMLBackend":
+            return missing_packages_reason(("coremltools",))
         return None
 
     def runtime_reason(self) -> str | None:
@@ -230,9 +229,7 @@ class ExecuTorchTarget:
         raise NotImplementedError
 
     def _program_model(self, request: ExportRequest) -> torch.nn.Module:
-        if request.precision not in self.precisions:
-            raise ZooError(f"{self.name} does not export {request.precision}",
-                           f"use --precision {' or '.join(self.precisions)}")
+        """The module to lower: the PT2E-quantized one for int8, else the float model."""
         if request.precision == "int8":
             if request.quantized is None:
                 raise ZooError(f"int8 {self.name} export needs a quantized model",
@@ -244,22 +241,16 @@ class ExecuTorchTarget:
         """Lower the model to this delegate and write the ``.pte`` to ``request.out_path``."""
         from executorch.exir import to_edge_transform_and_lower
 
-        reason = self.available()
-        if reason:
-            raise ZooError(f"{self.name} is unavailable: {reason}", "install the missing toolchain or pick another target")
+        check_request(self, request, "install the missing toolchain or pick another target")
         model = self._program_model(request)
         example = request.example.contiguous()
         with torch.no_grad():
             exported = torch.export.export(model, (example,))
-        with _collect_reasons() as reasons:
-            edge = to_edge_transform_and_lower(exported, partitioner=self._partitioners(request.precision,
-                                                                                         request.options))
-            summary = delegation_summary(edge.exported_program().graph_module, reasons, self.delegate)
-            program = edge.to_executorch()
         out_path = Path(request.out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "wb") as handle:
-            program.write_to_file(handle)
+        summary = self._lower_and_write(
+            lambda: to_edge_transform_and_lower(exported, partitioner=self._partitioners(request.precision,
+                                                                                          request.options)),
+            out_path)
         partitions = sum(summary["partitions"].values())
         notes = []
         if partitions == 0:
@@ -270,13 +261,23 @@ class ExecuTorchTarget:
         return ExportResult(path=out_path, delegate=self.delegate, partitions=partitions,
                             ops_outside_delegate=summary["outside"], notes=notes)
 
+    def _lower_and_write(self, lower, out_path: Path) -> dict:
+        """Run ``lower()`` (returns an EdgeProgramManager), write its ``.pte`` to ``out_path``; returns
+        :func:`delegation_summary` of the lowered graph, with the partitioners' reasons."""
+        with _collect_reasons() as reasons:
+            edge = lower()
+            summary = delegation_summary(edge.exported_program().graph_module, reasons, self.delegate)
+            program = edge.to_executorch()
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(out_path, "wb") as handle:
+            program.write_to_file(handle)
+        return summary
+
     # ---- running
 
     def load_runner(self, path: Path, manifest: dict):
         """A :class:`PteRunner` for the ``.pte``, or :class:`ZooError` when this runtime lacks the delegate."""
-        reason = self.runtime_reason()
-        if reason:
-            raise ZooError(f"cannot run {Path(path).name} here: {reason}", self._where_it_runs())
+        require_runnable(path, self.runtime_reason(), self._where_it_runs())
         shape = manifest["inputs"][0]["shape"]
         return PteRunner(Path(path), tuple(shape))
 
@@ -375,9 +376,7 @@ class QnnTarget(ExecuTorchTarget):
         return None
 
     def export(self, request: ExportRequest) -> ExportResult:
-        reason = self.available()
-        if reason:
-            raise ZooError(f"{self.name} is unavailable: {reason}", "or export executorch-xnnpack for Android CPU")
+        check_request(self, request, "set QNN_SDK_ROOT, or export executorch-xnnpack for Android CPU")
         from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
         from executorch.backends.qualcomm.utils.utils import (
             generate_htp_compiler_spec,
@@ -391,14 +390,9 @@ class QnnTarget(ExecuTorchTarget):
             raise ZooError(f"unknown Qualcomm chipset {soc!r}", "pass --option soc=SM8650 (or another QcomChipset name)")
         specs = generate_qnn_executorch_compiler_spec(
             soc_model=getattr(QcomChipset, soc), backend_options=generate_htp_compiler_spec(use_fp16=True))
-        with _collect_reasons() as reasons:
-            edge = to_edge_transform_and_lower_to_qnn(model, (request.example,), specs)
-            summary = delegation_summary(edge.exported_program().graph_module, reasons, self.delegate)
-            program = edge.to_executorch()
         out_path = Path(request.out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "wb") as handle:
-            program.write_to_file(handle)
+        summary = self._lower_and_write(lambda: to_edge_transform_and_lower_to_qnn(model, (request.example,), specs),
+                                        out_path)
         return ExportResult(path=out_path, delegate=self.delegate, partitions=sum(summary["partitions"].values()),
                             ops_outside_delegate=summary["outside"], notes=[f"HTP fp16, chipset {soc}"])
 

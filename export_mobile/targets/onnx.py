@@ -19,7 +19,6 @@ The runner is an ``onnxruntime.InferenceSession`` on the CPU execution provider.
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 import warnings
 from collections import Counter
@@ -28,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import ExportRequest, ExportResult
+from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, fixed_shape_batch,
+                                        missing_packages_reason, require_runnable)
 from zoo.errors import ZooError
 
 INPUT_NAME = "input"
@@ -37,24 +37,6 @@ OUTPUT_NAME = "output"
 OPSET = 18
 #: Ops that only move quantized data around; everything else is a compute op.
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-
-
-def _missing_packages(packages: tuple[str, ...]) -> list[str]:
-    return [package for package in packages if importlib.util.find_spec(package) is None]
-
-
-def _check_precision(target, precision: str) -> None:
-    if precision not in target.precisions:
-        raise ZooError(f"target {target.name} has no precision {precision!r}",
-                       f"use one of {', '.join(target.precisions)}")
-
-
-def _example_shape(request: ExportRequest) -> tuple[int, ...]:
-    shape = tuple(request.example.shape)
-    if len(shape) != 4 or shape[0] != 1:
-        raise ZooError(f"export example must be one NCHW image (1, C, H, W), got shape {shape}",
-                       "pass a (1, 3, tile, tile) example")
-    return shape
 
 
 def _export_program(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -145,18 +127,11 @@ class OnnxTarget:
     tool_packages = ("torch", "onnx", "onnxscript", "onnxruntime")
 
     def available(self) -> str | None:
-        missing = _missing_packages(("onnx", "onnxscript", "onnxruntime"))
-        if missing:
-            return f"{', '.join(missing)} not installed; pip install 'mobile-restoration-zoo[mobile]'"
-        return None
+        return missing_packages_reason(("onnx", "onnxscript", "onnxruntime"))
 
     def export(self, request: ExportRequest) -> ExportResult:
         """Write the ``.onnx`` file at ``request.out_path``; see the module docstring for the precisions."""
-        _check_precision(self, request.precision)
-        reason = self.available()
-        if reason:
-            raise ZooError(f"target onnx is unavailable: {reason}", "install the mobile extras")
-        shape = _example_shape(request)
+        shape = check_request(self, request)
         out_path = Path(request.out_path)
         example = request.example.detach().float().contiguous()
         notes = [f"opset {OPSET}; torch.onnx.export(dynamo=True); fixed input shape {list(shape)}"]
@@ -211,9 +186,7 @@ class OnnxTarget:
 
     def load_runner(self, path: Path, manifest: dict):
         """An ONNX Runtime (CPU) runner: float32 NCHW in [0, 1] in, float32 NCHW out."""
-        reason = self.available()
-        if reason:
-            raise ZooError(f"cannot run {Path(path).name}: {reason}", "install the mobile extras")
+        require_runnable(path, self.available())
         return OnnxRunner(path)
 
 
@@ -238,16 +211,13 @@ class OnnxRunner:
         except Exception as err:
             raise ZooError(f"{path.name} is not a loadable ONNX model ({str(err).splitlines()[0][:200]})",
                            "re-export it with zoo export --target onnx") from err
+        self.name = path.name
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.input_shape = tuple(model_input.shape)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        expected = self.input_shape[1:]
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(expected):
-            raise ZooError(f"input of shape {batch.shape} does not fit the artifact's fixed shape {self.input_shape}",
-                           "run it tiled at the exported tile size (zoo run tiles automatically)")
+        batch = np.ascontiguousarray(fixed_shape_batch(batch, self.input_shape[1:], self.name))
         outputs = [self.session.run(None, {self.input_name: batch[i:i + 1]})[0] for i in range(batch.shape[0])]
         return np.concatenate(outputs, axis=0).astype(np.float32, copy=False)
 

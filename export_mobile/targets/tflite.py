@@ -31,12 +31,14 @@ says NHWC; the runner transposes). The default is NCHW, the PyTorch layout.
 
 The desktop runner is ``ai_edge_litert.interpreter.Interpreter`` with its default XNNPACK
 delegate; it quantizes/dequantizes int8 I/O and transposes NHWC as the artifact says.
+
+The flatbuffer edits (I/O dtype, clamp rewrite) and readers live in
+:mod:`export_mobile.targets.tflite_flatbuffer`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import tempfile
@@ -45,13 +47,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import ExportRequest, ExportResult
+from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, first_line,
+                                        fixed_shape_batch, missing_packages_reason, require_runnable)
+from export_mobile.targets.tflite_flatbuffer import io_names, read_model, set_io_dtype, split_unit_clamps
 from zoo.errors import ZooError
 
-#: Scale and zero point that map int8 -128..127 onto [0, 1] in 255 equal steps.
-UNIT_RANGE_INT8 = {"scale": 1.0 / 255.0, "zero_point": -128}
-#: Operators that only move data; a QUANTIZE/DEQUANTIZE found through them sets I/O parameters.
-_LAYOUT_OPS = ("TRANSPOSE", "RESHAPE")
 _FP16_WEIGHTS_RECIPE = [{
     "regex": ".*",
     "operation": "*",
@@ -65,10 +65,6 @@ _FP16_WEIGHTS_RECIPE = [{
 DELEGATE_NAME = "XNNPACK (LiteRT CPU delegate)"
 #: An int8 artifact closer than this to its PT2E model (PSNR of the difference, dB) passes.
 INT8_SELF_CHECK_DB = 40.0
-
-
-def _missing_packages(packages: tuple[str, ...]) -> list[str]:
-    return [package for package in packages if importlib.util.find_spec(package) is None]
 
 
 @contextlib.contextmanager
@@ -85,292 +81,7 @@ def _quiet_litert():
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
-
-
-# ----------------------------------------------------------------------------- flatbuffer helpers
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def _builtin_names() -> dict[int, str]:
-    schema = _schema()
-    return {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
-
-
-def _op_name(model, operator) -> str:
-    code = model.operatorCodes[operator.opcodeIndex]
-    # Codes above 127 live in builtinCode only; deprecatedBuiltinCode caps at 127.
-    return _builtin_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-
-
-def read_model(data: bytes):
-    """The flatbuffer of a .tflite file as LiteRT's schema object tree (``ModelT``)."""
-    schema = _schema()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ZooError("not a TFLite flatbuffer (no TFL3 identifier)", "re-export it with zoo export --target tflite")
-    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-
-
-def _pack(model) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _opcode_index(model, builtin: int, version: int) -> int:
-    schema = _schema()
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = version
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _quant_params(tensor) -> dict | None:
-    q = tensor.quantization
-    if q is None or q.scale is None or len(q.scale) != 1:
-        return None
-    return {"scale": float(q.scale[0]), "zero_point": int(q.zeroPoint[0])}
-
-
-def _consumers(subgraph, tensor_index: int):
-    return [op for op in subgraph.operators if op.inputs is not None and tensor_index in list(op.inputs)]
-
-
-def _producer(subgraph, tensor_index: int):
-    for op in subgraph.operators:
-        if op.outputs is not None and tensor_index in list(op.outputs):
-            return op
-    return None
-
-
-def _input_params(model, subgraph, tensor_index: int) -> dict | None:
-    """Scale/zero point of the first QUANTIZE reached from ``tensor_index`` through layout ops."""
-    frontier = [tensor_index]
-    while frontier:
-        current = frontier.pop(0)
-        for op in _consumers(subgraph, current):
-            name = _op_name(model, op)
-            if name == "QUANTIZE":
-                return _quant_params(subgraph.tensors[op.outputs[0]])
-            if name in _LAYOUT_OPS:
-                frontier.append(int(op.outputs[0]))
-    return None
-
-
-def _output_params(model, subgraph, tensor_index: int) -> dict | None:
-    """Scale/zero point of the DEQUANTIZE that makes ``tensor_index`` through layout ops only."""
-    current = tensor_index
-    while True:
-        op = _producer(subgraph, current)
-        if op is None:
-            return None
-        name = _op_name(model, op)
-        if name == "DEQUANTIZE":
-            return _quant_params(subgraph.tensors[op.inputs[0]])
-        if name not in _LAYOUT_OPS:
-            return None
-        current = int(op.inputs[0])
-
-
-def _int8_tensor(template, name: bytes, params: dict):
-    schema = _schema()
-    tensor = schema.TensorT()
-    tensor.shape = list(template.shape)
-    tensor.shapeSignature = list(template.shapeSignature) if template.shapeSignature is not None else None
-    tensor.type = schema.TensorType.INT8
-    tensor.buffer = 0  # buffer 0 is the empty buffer every TFLite model starts with
-    tensor.name = name
-    quantization = schema.QuantizationParametersT()
-    quantization.scale = [params["scale"]]
-    quantization.zeroPoint = [params["zero_point"]]
-    tensor.quantization = quantization
-    return tensor
-
-
-def _boundary_op(model, builtin: int, inputs: list[int], outputs: list[int]):
-    schema = _schema()
-    op = schema.OperatorT()
-    # Version 2 of QUANTIZE / DEQUANTIZE is the int8 kernel.
-    op.opcodeIndex = _opcode_index(model, builtin, 2)
-    op.inputs, op.outputs = inputs, outputs
-    if builtin == schema.BuiltinOperator.QUANTIZE:
-        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT()
-    else:
-        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT()
-    return op
-
-
-def _float_tensor(template, name: bytes):
-    schema = _schema()
-    tensor = schema.TensorT()
-    tensor.shape = list(template.shape)
-    tensor.shapeSignature = list(template.shapeSignature) if template.shapeSignature is not None else None
-    tensor.type = schema.TensorType.FLOAT32
-    tensor.buffer = 0
-    tensor.name = name
-    return tensor
-
-
-def set_io_dtype(data: bytes, kind: str) -> tuple[bytes, dict | None, dict | None]:
-    """Make the (single) input and output of a quantized .tflite int8 (``kind="int8"``) or float32.
-
-    litert-torch makes float I/O when the first/last operators stay float and int8 I/O when the
-    graph is quantized end to end; this adds the missing boundary op without changing the
-    numbers inside: ``DEQUANTIZE(int8 input) -> old float input`` or ``QUANTIZE(float input) ->
-    old int8 input`` at the start, the mirror image at the end. Tensor names and signature keys
-    stay those of the I/O. Returns ``(flatbuffer, input quantization, output quantization)``,
-    each ``{"scale", "zero_point"}`` for int8 I/O, None for float I/O.
-    """
-    schema = _schema()
-    model = read_model(data)
-    subgraph = model.subgraphs[0]
-    if len(subgraph.inputs) != 1 or len(subgraph.outputs) != 1:
-        raise ZooError("choosing the I/O dtype is supported for one input and one output only", "use the default io")
-    old_input, old_output = int(subgraph.inputs[0]), int(subgraph.outputs[0])
-    want_int8 = kind == "int8"
-    float32, int8 = schema.TensorType.FLOAT32, schema.TensorType.INT8
-    for index in (old_input, old_output):
-        if subgraph.tensors[index].type not in (float32, int8):
-            raise ZooError("the converted model's I/O is neither float32 nor int8", "use the default io")
-
-    first_ops, last_ops = [], []
-    new_input, new_output = old_input, old_output
-    input_tensor, output_tensor = subgraph.tensors[old_input], subgraph.tensors[old_output]
-    if want_int8 and input_tensor.type == float32:
-        params = _input_params(model, subgraph, old_input) or dict(UNIT_RANGE_INT8)
-        subgraph.tensors.append(_int8_tensor(input_tensor, input_tensor.name, params))
-        input_tensor.name = bytes(input_tensor.name) + b"_dequantized"
-        new_input = len(subgraph.tensors) - 1
-        first_ops.append(_boundary_op(model, schema.BuiltinOperator.DEQUANTIZE, [new_input], [old_input]))
-    elif not want_int8 and input_tensor.type == int8:
-        subgraph.tensors.append(_float_tensor(input_tensor, input_tensor.name))
-        input_tensor.name = bytes(input_tensor.name) + b"_quantized"
-        new_input = len(subgraph.tensors) - 1
-        first_ops.append(_boundary_op(model, schema.BuiltinOperator.QUANTIZE, [new_input], [old_input]))
-    if want_int8 and output_tensor.type == float32:
-        params = _output_params(model, subgraph, old_output) or dict(UNIT_RANGE_INT8)
-        subgraph.tensors.append(_int8_tensor(output_tensor, output_tensor.name, params))
-        output_tensor.name = bytes(output_tensor.name) + b"_float"
-        new_output = len(subgraph.tensors) - 1
-        last_ops.append(_boundary_op(model, schema.BuiltinOperator.QUANTIZE, [old_output], [new_output]))
-    elif not want_int8 and output_tensor.type == int8:
-        subgraph.tensors.append(_float_tensor(output_tensor, output_tensor.name))
-        output_tensor.name = bytes(output_tensor.name) + b"_quantized"
-        new_output = len(subgraph.tensors) - 1
-        last_ops.append(_boundary_op(model, schema.BuiltinOperator.DEQUANTIZE, [old_output], [new_output]))
-
-    subgraph.operators = [*first_ops, *subgraph.operators, *last_ops]
-    subgraph.inputs, subgraph.outputs = [new_input], [new_output]
-    for signature in model.signatureDefs or []:
-        if signature.subgraphIndex != 0:
-            continue
-        for entry in signature.inputs or []:
-            if entry.tensorIndex == old_input:
-                entry.tensorIndex = new_input
-        for entry in signature.outputs or []:
-            if entry.tensorIndex == old_output:
-                entry.tensorIndex = new_output
-    input_quantization = _quant_params(subgraph.tensors[new_input]) if want_int8 else None
-    output_quantization = _quant_params(subgraph.tensors[new_output]) if want_int8 else None
-    return _pack(model), input_quantization, output_quantization
-
-
-def _scalar_constant(model, subgraph, value: float, name: bytes) -> int:
-    schema = _schema()
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.float32(value).tobytes(), dtype=np.uint8).tolist()
-    model.buffers.append(buffer)
-    tensor = schema.TensorT()
-    tensor.shape, tensor.type, tensor.buffer, tensor.name = [], schema.TensorType.FLOAT32, len(model.buffers) - 1, name
-    subgraph.tensors.append(tensor)
-    return len(subgraph.tensors) - 1
-
-
-def split_unit_clamps(data: bytes) -> tuple[bytes, int]:
-    """Replace every float32 ``RELU_0_TO_1`` by ``MINIMUM(MAXIMUM(x, 0), 1)``; returns (flatbuffer, count).
-
-    litert-torch turns any clamp to [0, 1] (``clamp``, ``hardtanh``, min/max pairs) into
-    ``RELU_0_TO_1``, which the XNNPACK delegate of ai-edge-litert 2.3 does not run: the op stays
-    outside the delegate and, in the middle of a graph, splits it. MAXIMUM and MINIMUM with
-    scalar constants are delegated, and compute the same numbers bit for bit.
-    """
-    schema = _schema()
-    model = read_model(data)
-    subgraph = model.subgraphs[0]
-    operators, count = [], 0
-    for op in subgraph.operators:
-        source = subgraph.tensors[op.inputs[0]] if op.inputs is not None and len(op.inputs) else None
-        if _op_name(model, op) != "RELU_0_TO_1" or source is None or source.type != schema.TensorType.FLOAT32:
-            operators.append(op)
-            continue
-        count += 1
-        zero = _scalar_constant(model, subgraph, 0.0, bytes(source.name) + b"_zero")
-        one = _scalar_constant(model, subgraph, 1.0, bytes(source.name) + b"_one")
-        subgraph.tensors.append(_float_tensor(source, bytes(source.name) + b"_nonnegative"))
-        middle = len(subgraph.tensors) - 1
-        for builtin, inputs, outputs in ((schema.BuiltinOperator.MAXIMUM, [int(op.inputs[0]), zero], [middle]),
-                                         (schema.BuiltinOperator.MINIMUM, [middle, one], [int(op.outputs[0])])):
-            replacement = schema.OperatorT()
-            replacement.opcodeIndex = _opcode_index(model, builtin, 1)
-            replacement.inputs, replacement.outputs = inputs, outputs
-            replacement.builtinOptionsType = schema.BuiltinOptions.MaximumMinimumOptions
-            replacement.builtinOptions = schema.MaximumMinimumOptionsT()
-            operators.append(replacement)
-    if not count:
-        return data, 0
-    subgraph.operators = operators
-    return _pack(model), count
-
-
-def io_names(data: bytes) -> tuple[str, str, dict]:
-    """``(input tensor name, output tensor name, signature info)`` of a .tflite flatbuffer.
-
-    Apps address tensors either by index (0), by tensor name (Interpreter) or through the
-    signature runner (``signature`` key plus ``signature_input`` / ``signature_output`` keys).
-    """
-    model = read_model(data)
-    subgraph = model.subgraphs[0]
-    input_name = bytes(subgraph.tensors[subgraph.inputs[0]].name).decode()
-    output_name = bytes(subgraph.tensors[subgraph.outputs[0]].name).decode()
-    signature: dict = {}
-    for definition in model.signatureDefs or []:
-        if definition.subgraphIndex == 0 and definition.inputs and definition.outputs:
-            signature = {"signature": bytes(definition.signatureKey).decode(),
-                         "signature_input": bytes(definition.inputs[0].name).decode(),
-                         "signature_output": bytes(definition.outputs[0].name).decode()}
-            break
-    return input_name, output_name, signature
-
-
-def tensor_dtypes(path: str | Path) -> dict[str, int]:
-    """Tensor type name (``FLOAT32``, ``FLOAT16``, ``INT8`` ...) -> number of tensors in the main graph."""
-    schema = _schema()
-    names = {value: key for key, value in vars(schema.TensorType).items() if not key.startswith("_")}
-    model = read_model(Path(path).read_bytes())
-    counts: dict[str, int] = {}
-    for tensor in model.subgraphs[0].tensors:
-        counts[names[tensor.type]] = counts.get(names[tensor.type], 0) + 1
-    return counts
-
-
-def operator_names(path: str | Path) -> list[str]:
-    """Builtin operator names of the main graph, in execution order (before delegation)."""
-    model = read_model(Path(path).read_bytes())
-    return [_op_name(model, op) for op in model.subgraphs[0].operators]
+# ----------------------------------------------------------------------------- delegation report
 
 
 def delegation(path: str | Path) -> tuple[int, list[str]]:
@@ -403,9 +114,6 @@ def delegation(path: str | Path) -> tuple[int, list[str]]:
     return len(delegates), outside
 
 
-# ----------------------------------------------------------------------------- target
-
-
 def _layout(request: ExportRequest) -> str:
     layout = str(request.options.get("layout", "NCHW")).upper()
     if layout not in ("NCHW", "NHWC"):
@@ -426,23 +134,11 @@ class TFLiteTarget:
     tool_packages = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 
     def available(self) -> str | None:
-        missing = _missing_packages(("litert_torch", "ai_edge_litert", "ai_edge_quantizer", "flatbuffers"))
-        if missing:
-            return f"{', '.join(missing)} not installed; pip install 'mobile-restoration-zoo[mobile]'"
-        return None
+        return missing_packages_reason(("litert_torch", "ai_edge_litert", "ai_edge_quantizer", "flatbuffers"))
 
     def export(self, request: ExportRequest) -> ExportResult:
         """Write the ``.tflite`` at ``request.out_path``; see the module docstring for options."""
-        if request.precision not in self.precisions:
-            raise ZooError(f"target tflite has no precision {request.precision!r}",
-                           f"use one of {', '.join(self.precisions)}")
-        reason = self.available()
-        if reason:
-            raise ZooError(f"target tflite is unavailable: {reason}", "install the mobile extras")
-        shape = tuple(request.example.shape)
-        if len(shape) != 4 or shape[0] != 1:
-            raise ZooError(f"export example must be one NCHW image (1, C, H, W), got shape {shape}",
-                           "pass a (1, 3, tile, tile) example")
+        check_request(self, request)
         layout = _layout(request)
         io_kind = str(request.options.get("io", "int8")).lower()
         if request.precision == "int8" and io_kind not in ("int8", "float"):
@@ -482,7 +178,7 @@ class TFLiteTarget:
         try:
             result.partitions, result.ops_outside_delegate = delegation(out_path)
         except Exception as err:  # the artifact is fine; only the delegate report is missing
-            result.notes.append(f"delegate partitions not measured: {_first_line(err)}")
+            result.notes.append(f"delegate partitions not measured: {first_line(err)}")
         if request.precision == "int8":
             result.notes.append(self._int8_self_check(out_path, request, layout))
         return result
@@ -520,7 +216,7 @@ class TFLiteTarget:
             with _quiet_litert():
                 converted = litert_torch.convert(module, (example,), **kwargs)
         except Exception as err:
-            raise ZooError(f"litert-torch conversion failed: {_first_line(err)}",
+            raise ZooError(f"litert-torch conversion failed: {first_line(err)}",
                            "rewrite the unsupported operator (see docs/export_targets.md) or use another target") from err
         with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
             path = Path(folder) / "model.tflite"
@@ -544,9 +240,7 @@ class TFLiteTarget:
 
     def load_runner(self, path: Path, manifest: dict):
         """A LiteRT Interpreter runner (XNNPACK delegate): float32 NCHW in [0, 1] in and out."""
-        reason = self.available()
-        if reason:
-            raise ZooError(f"cannot run {Path(path).name}: {reason}", "install the mobile extras")
+        require_runnable(path, self.available())
         return TFLiteRunner(path, layout=_manifest_layout(manifest))
 
 
@@ -583,7 +277,7 @@ class TFLiteRunner:
         except ZooError:
             raise
         except Exception as err:
-            raise ZooError(f"{path.name} is not a loadable TFLite model ({_first_line(err)})",
+            raise ZooError(f"{path.name} is not a loadable TFLite model ({first_line(err)})",
                            "re-export it with zoo export --target tflite") from err
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -593,14 +287,11 @@ class TFLiteRunner:
             raise ZooError(f"manifest says layout {layout} but {path.name} has input shape {shape}",
                            "the manifest belongs to another artifact: re-export")
         self.layout = inferred
+        self.name = path.name
         self.image_shape = shape[1:] if inferred == "NCHW" else (shape[3], shape[1], shape[2])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(self.image_shape):
-            raise ZooError(f"input of shape {batch.shape} does not fit the artifact's fixed shape "
-                           f"(N, {', '.join(map(str, self.image_shape))})",
-                           "run it tiled at the exported tile size (zoo run tiles automatically)")
+        batch = fixed_shape_batch(batch, self.image_shape, self.name)
         return np.concatenate([self._run_one(batch[i:i + 1]) for i in range(batch.shape[0])], axis=0)
 
     def _run_one(self, image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""Building the network a training or distillation run optimises, from a config's ``model`` section.
+
+A :class:`~zoo.train.config.ModelSpec` names either a registered model (``name``, built by its
+card, optionally with the weights the zoo ships) or a family plus constructor arguments
+(``family`` + ``kwargs``); :func:`build_model` turns either into a freshly initialised module.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.train.config import ModelSpec
+
+def _family_class(family: str):
+    """The nn.Module class of a model family: ``package.module:Class``, or a family name the registry
+    knows (:func:`zoo.registry.family_class`: ``hinet``, ``hinet-lite``, ``mhnet``, ...)."""
+    import importlib
+
+    if ":" in family:
+        module_name, _, class_name = family.partition(":")
+        if not module_name.startswith("zoo."):
+            raise ZooError(f"model.family {family!r} is outside the zoo package", "use zoo.models.MODULE:CLASS")
+        try:
+            return getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as err:
+            raise ZooError(f"model.family {family!r} cannot be imported ({err})",
+                           "check the module and class name") from err
+    from zoo.registry import family_class
+
+    return family_class(family)
+
+
+def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
+    """A freshly initialised network from ``spec`` (plus ``spec.weights`` if set) and its size multiple.
+
+    ``spec.weights`` may be a checkpoint path, or ``shipped`` for the weights the zoo ships.
+    Initialisation draws from torch's global RNG (seed it first for a reproducible start).
+    """
+    from zoo.checkpoints import load_weights
+
+    if spec.name:
+        from zoo.registry import get_card
+
+        card = get_card(spec.name)
+        if card.zero_shot:
+            raise ZooError(f"{spec.name} fits each image from scratch and cannot be trained", "pick a trainable model")
+        model = card.builder()
+        size_multiple = card.size_multiple
+        weights = spec.weights
+        if weights == "shipped":
+            if not card.has_weights:
+                raise ZooError(f"{what}.weights is 'shipped' but the zoo ships no weights for {spec.name}",
+                               "pass a checkpoint path")
+            weights = card.weights_path
+    else:
+        cls = _family_class(spec.family)
+        try:
+            model = cls(**spec.kwargs)
+        except TypeError as err:
+            raise ZooError(f"{what}.kwargs do not fit {cls.__name__}: {err}",
+                           f"use the arguments of {cls.__name__}{inspect.signature(cls)}") from err
+        size_multiple = int(getattr(model, "size_multiple", 1))
+        weights = None if spec.weights == "shipped" else spec.weights
+        if spec.weights == "shipped":
+            raise ZooError(f"{what}.weights 'shipped' needs {what}.name", "pass a checkpoint path")
+    if weights and spec.name:
+        from zoo.registry import load_card_weights
+
+        load_card_weights(model, card, weights)  # an official checkpoint's unused keys are skipped
+    elif weights:
+        load_weights(model, weights)
+    return model, size_multiple
