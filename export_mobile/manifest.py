@@ -17,6 +17,7 @@ from pathlib import Path
 
 from export_mobile.schema import load_schema_file, read_json_file, schema_errors, validate_document
 from zoo.errors import ZooError
+from zoo.tasks import canonical_task
 
 #: File name of the manifest inside an export folder.
 MANIFEST_NAME = "manifest.json"
@@ -150,9 +151,13 @@ def read_manifest(location: str | Path) -> dict:
     """Read and validate the manifest of an export folder / artifact / manifest.json path.
 
     Raises :class:`ZooError` when it is missing, not JSON, or breaks the schema (naming the field).
+    ``model.task`` comes back as ``zoo.tasks`` spells it, also when the file uses an older alias.
     """
     path = manifest_path_for(location)
     manifest = read_json_file(path, fix="re-export the artifact with `zoo export`", missing=(
         f"no {MANIFEST_NAME} at {path.parent}",
         "point at a folder written by `zoo export` (artifact and manifest.json side by side)"))
-    return validate_manifest(manifest, source=str(path))
+    validate_manifest(manifest, source=str(path))
+    # An older file may spell its task by an alias ("sr"); callers see the table's name only.
+    manifest["model"]["task"] = canonical_task(manifest["model"]["task"])
+    return manifest

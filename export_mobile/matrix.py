@@ -24,8 +24,6 @@ __all__ = ["run_matrix", "format_table", "judge", "FP32_MAX_ABS_ERROR", "INT8_MI
 FP32_MAX_ABS_ERROR = 1e-4
 #: int8 artifacts versus the same PT2E model in PyTorch: smallest allowed PSNR of the difference.
 INT8_MIN_PSNR_DB = 40.0
-#: Lite models must lower to ONE int8 XNNPACK partition with nothing left outside.
-LITE_VARIANTS = ("lite", "lite-s")
 
 
 def judge(row: dict) -> str:
@@ -42,7 +40,9 @@ def judge(row: dict) -> str:
             problems.append(f"PSNR {row['psnr_db']:.1f} dB <= {INT8_MIN_PSNR_DB:g}")
     if row["precision"] == "fp16" and row.get("fp16_overflow"):
         problems.append("fp16 overflow in " + ", ".join(row["fp16_overflow"][:3]))
-    if (row.get("variant") in LITE_VARIANTS and row["target"] == "executorch-xnnpack" and row["precision"] == "int8"
+    # Cards with single_int8_partition (the lite models) must lower to ONE int8 XNNPACK
+    # partition with nothing left outside.
+    if (row.get("single_int8_partition") and row["target"] == "executorch-xnnpack" and row["precision"] == "int8"
             and (row.get("partitions") != 1 or row.get("ops_outside"))):
         problems.append(f"{row.get('partitions')} partitions, {len(row.get('ops_outside') or [])} ops outside")
     if row["precision"] == "fp16" and row.get("fp16_pytorch_finite") is False:
@@ -93,7 +93,7 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
     one, so an interrupted matrix keeps what it measured; ``resume=True`` reuses the rows of an
     earlier run at the same tile whose cells built (failed cells are tried again) and builds the rest.
 
-    Row keys: model, variant, target, precision, tile, built, ran, max_abs_error, psnr_db,
+    Row keys: model, variant, single_int8_partition, target, precision, tile, built, ran, max_abs_error, psnr_db,
     nonfinite, partitions, ops_outside, size_bytes, export_seconds, run_reason, error,
     fp16_overflow, fp16_max_activation, fp16_layer, fp16_pytorch_finite, weights, folder, check.
     """
@@ -112,12 +112,14 @@ def run_matrix(models: Iterable[str] | None = None, targets: Iterable[str] | Non
     for model, target_name, target, precision in _cells(models, targets, precisions):
         card = get_card(model)
         if (model, target_name, precision) in earlier:
+            # rows of matrices written before the card field existed lack it
+            earlier[(model, target_name, precision)].setdefault("single_int8_partition", card.single_int8_partition)
             rows.append(earlier[(model, target_name, precision)])
             if echo is not None:
                 echo(format_table([rows[-1]], header=len(rows) == 1) + "  (resumed)")
             continue
-        row = {"model": model, "variant": card.variant, "target": target_name, "precision": precision,
-               "tile": str(tile), "built": False, "ran": False, "max_abs_error": None, "psnr_db": None,
+        row = {"model": model, "variant": card.variant, "single_int8_partition": card.single_int8_partition,
+               "target": target_name, "precision": precision, "tile": str(tile), "built": False, "ran": False, "max_abs_error": None, "psnr_db": None,
                "nonfinite": None, "partitions": None, "ops_outside": [], "size_bytes": None,
                "export_seconds": None, "run_reason": None, "error": None, "fp16_overflow": [],
                "fp16_max_activation": None, "fp16_layer": None, "fp16_pytorch_finite": None, "weights": None,

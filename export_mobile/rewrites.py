@@ -8,6 +8,10 @@ same arithmetic written with operators the delegates run (mean over H and W, sub
 multiply, reciprocal square root, add); the model files themselves stay as they are, so
 checkpoints load unchanged.
 
+The rewrites are a table (module type -> factory of its exact replacement): a model family whose
+layers need one adds an entry with :func:`register_export_rewrite` (e.g. at the bottom of its
+module in ``zoo/models``, or here) instead of editing :func:`rewrite_for_export`.
+
 The rewrite is opt-in (``export_model(..., rewrite=True)`` is the default of ``zoo export``;
 ``--no-rewrite`` exports the original graph) and is checked by ``tests/test_export_executorch.py``
 to agree with the original model to float rounding (< 1e-5 on images in [0, 1]).
@@ -17,11 +21,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["DecomposedInstanceNorm2d", "RewriteReport", "rewrite_for_export"]
+__all__ = ["DecomposedInstanceNorm2d", "RewriteReport", "rewrite_for_export", "register_export_rewrite",
+           "export_rewrites"]
 
 
 class DecomposedInstanceNorm2d(nn.Module):
@@ -94,6 +100,32 @@ class RewriteReport:
         return [f"{count} x {kind}" for kind, count in counts.items()]
 
 
+#: Exact module type -> factory building its export-friendly replacement from the original module.
+_EXPORT_REWRITES: dict[type, Callable[[nn.Module], nn.Module]] = {}
+
+
+def register_export_rewrite(module_type: type, factory: Callable[[nn.Module], nn.Module]) -> None:
+    """Make :func:`rewrite_for_export` replace every module whose type is exactly ``module_type``
+    (subclasses are not matched: they may compute something else) by ``factory(module)``.
+
+    ``factory`` must return a module computing the same function to float rounding (< 1e-5 on
+    images in [0, 1]; the contract tests check every registered model) with operators the mobile
+    delegates run, copying the original's parameters and train/eval mode. Registering a type again
+    replaces its factory.
+    """
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    _EXPORT_REWRITES[module_type] = factory
+
+
+def export_rewrites() -> dict[type, Callable[[nn.Module], nn.Module]]:
+    """A copy of the rewrite table: module type -> factory of its replacement."""
+    return dict(_EXPORT_REWRITES)
+
+
+register_export_rewrite(nn.InstanceNorm2d, DecomposedInstanceNorm2d)
+
+
 def _replace_child(root: nn.Module, path: str, replacement: nn.Module) -> None:
     parent_path, _, child = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
@@ -103,15 +135,24 @@ def _replace_child(root: nn.Module, path: str, replacement: nn.Module) -> None:
 def rewrite_for_export(model: nn.Module) -> tuple[nn.Module, RewriteReport]:
     """A copy of ``model`` with export-breaking layers replaced by exact equivalents.
 
-    Today: every ``nn.InstanceNorm2d`` becomes :class:`DecomposedInstanceNorm2d`. ``model`` is
-    not modified; the copy keeps its train/eval mode and attributes. Returns ``(copy, report)``;
-    a model without such layers comes back as an unchanged copy with an empty report.
+    Every module whose type is in the rewrite table (:func:`register_export_rewrite`; today
+    ``nn.InstanceNorm2d`` -> :class:`DecomposedInstanceNorm2d`) is replaced; modules inside a
+    replaced one are left to its factory. ``model`` is not modified; the copy keeps its
+    train/eval mode and attributes. Returns ``(copy, report)``; a model without such layers comes
+    back as an unchanged copy with an empty report.
     """
     rewritten = copy.deepcopy(model)
     report = RewriteReport()
-    targets = [(name, module) for name, module in rewritten.named_modules()
-               if type(module) is nn.InstanceNorm2d]
+    targets = [(name, module) for name, module in rewritten.named_modules() if type(module) in _EXPORT_REWRITES]
+    replaced: list[str] = []
     for name, module in targets:
-        _replace_child(rewritten, name, DecomposedInstanceNorm2d(module))
-        report.replaced.append(f"{name}: InstanceNorm2d -> DecomposedInstanceNorm2d")
+        if any(name.startswith(f"{outer}.") for outer in replaced) or (replaced and replaced[0] == ""):
+            continue  # inside a module that was already replaced
+        replacement = _EXPORT_REWRITES[type(module)](module)
+        if name:
+            _replace_child(rewritten, name, replacement)
+        else:  # the model itself is a table entry
+            rewritten = replacement
+        replaced.append(name)
+        report.replaced.append(f"{name}: {type(module).__name__} -> {type(replacement).__name__}")
     return rewritten, report

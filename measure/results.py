@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 
 from export_mobile.manifest import utc_now
 from zoo.tables import format_cell  # noqa: F401  (re-exported for older imports)
+from zoo.tasks import canonical_task
 from export_mobile.schema import load_schema_file, read_json_file, schema_errors, validate_document
 
 FORMAT = "zoo-results"
@@ -182,8 +183,6 @@ def host_info() -> dict:
             "cpu": cpu, "cores": cores or None, "gpu": gpu}
 
 
-#: zoo task names (zoo.registry) that the schema spells differently.
-_SCHEMA_TASKS = {"sr": "super-resolution"}
 #: Python package of each artifact runtime (manifest ``backend.runtime``), for its installed version.
 _RUNTIME_PACKAGES = {"executorch": "executorch", "litert": "ai-edge-litert", "onnxruntime": "onnxruntime",
                      "coreml": "coremltools"}
@@ -193,8 +192,9 @@ _RUNTIME_THREADS = {"executorch": "cores", "onnxruntime": "cores", "litert": 1}
 
 
 def schema_task(task: str | None) -> str | None:
-    """A zoo task name (``denoise``, ``sr``, ...) as the results schema spells it (``super-resolution``)."""
-    return _SCHEMA_TASKS.get(task, task) if task else None
+    """A task name or alias (``denoise``, ``sr``, ...) as ``zoo.tasks`` and the schema spell it
+    (``super-resolution``); None or empty stays None."""
+    return canonical_task(task) if task else None
 
 
 def artifact_info(manifest: dict) -> dict:

@@ -11,7 +11,8 @@ from zoo.errors import ZooError
 
 
 def _row(**changes):
-    row = {"model": "m", "variant": "lite", "target": "executorch-xnnpack", "precision": "fp32", "tile": "32",
+    row = {"model": "m", "variant": "lite", "single_int8_partition": True, "target": "executorch-xnnpack",
+           "precision": "fp32", "tile": "32",
            "built": True, "ran": True, "max_abs_error": 1e-6, "psnr_db": 120.0, "nonfinite": False, "partitions": 1,
            "ops_outside": [], "size_bytes": 1000, "export_seconds": 1.0, "run_reason": None, "error": None,
            "fp16_overflow": []}
@@ -26,7 +27,8 @@ def test_judge_applies_the_issue_thresholds():
     assert judge(_row(precision="int8", psnr_db=INT8_MIN_PSNR_DB - 1)) == "FAIL: PSNR 39.0 dB <= 40"
     assert judge(_row(precision="int8", partitions=3, ops_outside=["aten.foo at a.b"])) == \
         "FAIL: 3 partitions, 1 ops outside"
-    assert judge(_row(precision="int8", variant="sidd-0.5x", partitions=3)) == "ok"  # rule is for lite models
+    # the rule is for cards with single_int8_partition (the lite models)
+    assert judge(_row(precision="int8", variant="sidd-0.5x", single_int8_partition=False, partitions=3)) == "ok"
     assert judge(_row(precision="fp16", ran=True, nonfinite=True, max_abs_error=None)) == "FAIL: inf/NaN in output"
     assert judge(_row(precision="fp16", ran=False, fp16_overflow=["down.conv"])).startswith("FAIL: fp16 overflow")
     assert judge(_row(precision="fp16", ran=False, fp16_pytorch_finite=False)) == \
@@ -120,7 +122,7 @@ def test_interrupted_matrix_resumes_from_its_json(tmp_path, monkeypatch):
 
 def test_matrix_cli_reports_the_missing_qnn_sdk(tmp_path, monkeypatch, capsys):
     pytest.importorskip("executorch")
-    from export_mobile.cli import export_main
+    from export_mobile.commands import export_main
 
     monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
     status = export_main(["--matrix", "--models", "hinet-lite-s", "--targets", "executorch-qnn", "--tile", "32",
@@ -133,7 +135,7 @@ def test_matrix_cli_reports_the_missing_qnn_sdk(tmp_path, monkeypatch, capsys):
 
 
 def test_matrix_cli_refuses_a_model_argument(capsys):
-    from export_mobile.cli import export_main
+    from export_mobile.commands import export_main
 
     assert export_main(["hinet-lite", "--matrix", "--tile", "32"]) == 2
     assert "--matrix takes --models" in capsys.readouterr().err

@@ -4,10 +4,7 @@ registered model cards."""
 
 from __future__ import annotations
 
-import ast
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,31 +15,19 @@ from zoo.macs import count_macs, count_parameters, model_complexity
 from zoo.models.hinet import HINet
 from zoo.registry import get_card, list_models
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Key/shape lists read off the official model definitions (outside the repo, like the datasets).
-OFFICIAL_LAYOUT_DIR = Path(os.environ.get(
-    "ZOO_OFFICIAL_LAYOUTS", REPO_ROOT.parent / "shared" / "notes" / "official-checkpoints"))
+from tests.official_layouts import official_layout  # also imported by test_checkpoints
 
-#: Registered model -> file listing the official checkpoint's keys and shapes.
-OFFICIAL_LAYOUT_FILES = {
+#: The released HINet configurations and the official layout file each card names (hinet-reds shares
+#: hinet-gopro's: same architecture, other training data).
+EXPECTED_LAYOUT_FILES = {
     "hinet-sidd-1x": "HINet-SIDD-1x.txt",
     "hinet-sidd-0.5x": "HINet-SIDD-0.5x.txt",
     "hinet-gopro": "HINet-GoPro_REDS.txt",
     "hinet-reds": "HINet-GoPro_REDS.txt",
     "hinet-rain13k": "HINet-Rain13k.txt",
 }
-
-
-def official_layout(file_name: str) -> list[tuple[str, tuple[int, ...]]]:
-    """``[(key, shape), ...]`` in the official order; skipped (failed under CI) when the notes are absent."""
-    path = OFFICIAL_LAYOUT_DIR / file_name
-    if not path.is_file():
-        message = f"official layout {path} not found (set ZOO_OFFICIAL_LAYOUTS)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    return [(key, tuple(ast.literal_eval(shape))) for key, shape in rows]
+#: Registered HINet model -> file listing the official checkpoint's keys and shapes, from the cards.
+OFFICIAL_LAYOUT_FILES = {name: get_card(name).official_layout for name in EXPECTED_LAYOUT_FILES}
 
 
 def build_on_meta(name: str) -> nn.Module:
@@ -238,6 +223,9 @@ def test_torch_export_with_dynamic_sides_matches_eager():
 def test_released_configurations_are_registered():
     registered = {card.name for card in list_models()}
     assert set(OFFICIAL_LAYOUT_FILES) <= registered
+    assert OFFICIAL_LAYOUT_FILES == EXPECTED_LAYOUT_FILES  # the cards name the official layouts
+    assert {card.name for card in list_models() if card.family == "hinet" and card.official_layout} == \
+        set(EXPECTED_LAYOUT_FILES)
     cards = {name: get_card(name) for name in OFFICIAL_LAYOUT_FILES}
     expected_tasks = {"hinet-sidd-1x": "denoise", "hinet-sidd-0.5x": "denoise", "hinet-gopro": "deblur",
                       "hinet-reds": "deblur", "hinet-rain13k": "derain"}

@@ -34,9 +34,13 @@ class MetricSettings:
     @classmethod
     def for_task(cls, task: str, scale: int, y_channel: bool | None = None,
                  crop_border: int | None = None) -> "MetricSettings":
-        default_y = task == "sr"
-        return cls(default_y if y_channel is None else y_channel,
-                   (scale if task == "sr" else 0) if crop_border is None else crop_border)
+        """The task's settings (``zoo.tasks``: Y and a border of ``scale`` for super-resolution,
+        RGB without a crop otherwise), each overridden when given."""
+        from zoo.tasks import get_task
+
+        settings = get_task(task)
+        return cls(settings.y_channel if y_channel is None else y_channel,
+                   settings.crop_border(scale) if crop_border is None else crop_border)
 
 
 def measure(pred: torch.Tensor, target: torch.Tensor, settings: MetricSettings) -> dict[str, float]:

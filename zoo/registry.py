@@ -1,8 +1,14 @@
 """Model registry: name -> builder, model card and weights.
 
-Each model family registers its variants from its own file in ``zoo/models`` with
-:func:`register`. ``zoo list`` and ``zoo info`` read the cards; everything else builds models
-through :func:`create_model` so that weights are always loaded the same way (strictly, safely).
+Every module of the ``zoo.models`` package is a model family (shared modules excepted: ``blocks``
+and names starting with ``_``); it registers its variants at import with
+``register(ModelCard(...))``. The registry finds the family modules itself (:func:`family_modules`),
+so a new family is one new file in ``zoo/models`` and nothing else. ``ZOO_EXTRA_FAMILIES`` (comma-
+separated importable module names, e.g. ``my_lab.models.toynet``) adds families that live outside
+the package; the contract tests use it to check that a new family gets them all.
+
+``zoo list`` and ``zoo info`` read the cards; everything else builds models through
+:func:`create_model` so that weights are always loaded the same way (strictly, safely).
 """
 
 from __future__ import annotations
@@ -10,28 +16,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import os
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from zoo.errors import ZooError
+from zoo.tasks import get_task
 
 #: Folder holding the weights that ship inside the package (safetensors).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Folder of measured-results files, one ``<model name>.yaml`` per model (a list under ``results``).
 RESULTS_DIR = Path(__file__).resolve().parent / "cards"
-
-#: Tasks a model can have; the degradation a task is evaluated with by default.
-TASK_DEFAULT_DEGRADATION = {
-    "denoise": "gaussian:25",
-    "blind-denoise": "gaussian:25",
-    "deblur": "motion-blur",
-    "derain": "rain",
-    "sr": "bicubic:x4",
-}
-
-# Model families whose modules register their variants when imported (one file per family).
-_FAMILY_MODULES = ("zoo.models.hinet", "zoo.models.hinet_lite", "zoo.models.inr")
+#: Package whose modules are the model families.
+MODELS_PACKAGE = "zoo.models"
+#: Modules of :data:`MODELS_PACKAGE` that hold shared building blocks, not a family.
+SHARED_MODULES = ("blocks",)
+#: Environment variable naming extra family modules to import (comma-separated module names).
+EXTRA_FAMILIES_ENV = "ZOO_EXTRA_FAMILIES"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ModelCard:
 
     name: str
     family: str
+    #: A name or alias of :data:`zoo.tasks.TASKS`; :func:`register` stores the table's spelling.
     task: str
     variant: str
     summary: str
@@ -69,12 +73,23 @@ class ModelCard:
     #: Measured rows per artifact (PSNR, drop, latency per host), the ``measured`` section of
     #: ``zoo/cards/<name>.yaml`` written by ``zoo report --update-cards`` (measure.measured).
     measured: tuple[dict, ...] = field(default_factory=tuple)
+    #: The ``nn.Module`` class ``builder`` makes; None: found by building on the meta device
+    #: when first asked (:func:`architecture_of`).
+    architecture: type | None = None
+    #: File in ``../shared/notes/official-checkpoints`` listing the official checkpoint's keys and
+    #: shapes (``name<TAB>shape`` lines), e.g. ``HINet-SIDD-1x.txt``; None when there is none.
+    official_layout: str | None = None
+    #: fnmatch patterns of keys an official checkpoint holds that the forward never uses; they
+    #: are dropped when loading (``zoo.checkpoints.load_weights(..., ignore=...)``).
+    checkpoint_ignore: tuple[str, ...] = ()
+    #: The int8 model must lower to ONE ExecuTorch XNNPACK partition with no operator outside
+    #: (checked by the export matrix and the contract tests).
+    single_int8_partition: bool = False
 
     @property
     def default_degradation(self) -> str:
-        if self.task == "sr":
-            return f"bicubic:x{self.scale}"
-        return TASK_DEFAULT_DEGRADATION[self.task]
+        """The task's default evaluation degradation at this model's scale (``zoo.tasks``)."""
+        return get_task(self.task).degradation(self.scale)
 
     @property
     def calibration_degradation(self) -> str:
@@ -92,15 +107,23 @@ class ModelCard:
 
 
 _REGISTRY: dict[str, ModelCard] = {}
+_ARCHITECTURES: dict[str, type] = {}
 _loaded = False
 
 
 def register(card: ModelCard) -> ModelCard:
-    """Add a model card to the registry (called by the family modules at import)."""
+    """Add a model card to the registry (called by the family modules at import).
+
+    The task is stored as :mod:`zoo.tasks` spells it (an alias such as ``"sr"`` is accepted).
+    """
     if card.name in _REGISTRY:
         raise ValueError(f"model {card.name!r} is registered twice")
-    if card.task not in TASK_DEFAULT_DEGRADATION:
-        raise ValueError(f"model {card.name!r} has unknown task {card.task!r}")
+    try:
+        task = get_task(card.task)
+    except ZooError:
+        raise ValueError(f"model {card.name!r} has unknown task {card.task!r}") from None
+    if task.name != card.task:
+        card = dataclasses.replace(card, task=task.name)
     measured = _measured_results(card.name)
     if measured:
         card = dataclasses.replace(card, results=tuple(card.results) + measured)
@@ -121,12 +144,31 @@ def _measured_results(name: str, key: str = "results") -> tuple[dict, ...]:
     return tuple(yaml.safe_load(path.read_text(encoding="utf-8")).get(key) or [])
 
 
+def family_modules() -> list[str]:
+    """Module names of the model families, in import order: every module of ``zoo.models``
+    except the shared ones, then those named in ``$ZOO_EXTRA_FAMILIES``."""
+    package = importlib.import_module(MODELS_PACKAGE)
+    names = [f"{MODELS_PACKAGE}.{info.name}" for info in pkgutil.iter_modules(package.__path__)
+             if not info.ispkg and info.name not in SHARED_MODULES and not info.name.startswith("_")]
+    extra = [name.strip() for name in os.environ.get(EXTRA_FAMILIES_ENV, "").split(",") if name.strip()]
+    return sorted(names) + [name for name in extra if name not in names]
+
+
 def _load_families() -> None:
+    """Import every family module once; a module that fails to import is a :class:`ZooError`
+    naming it (a missing family must not just vanish from ``zoo list``)."""
     global _loaded
-    if not _loaded:
-        for module in _FAMILY_MODULES:
+    if _loaded:
+        return
+    for module in family_modules():
+        try:
             importlib.import_module(module)
-        _loaded = True
+        except Exception as err:
+            raise ZooError(f"model family module {module} failed to import: {type(err).__name__}: {err}",
+                           f"fix the module (python -c 'import {module}' shows the traceback)"
+                           + (f" or drop it from ${EXTRA_FAMILIES_ENV}" if not module.startswith(MODELS_PACKAGE + ".")
+                              else "")) from err
+    _loaded = True
 
 
 def list_models() -> list[ModelCard]:
@@ -145,17 +187,77 @@ def get_card(name: str) -> ModelCard:
     raise ZooError(f"unknown model {name!r}", hint)
 
 
-def create_model(name: str, weights: str | Path | None = None, *, untrained: bool = False):
+def architecture_of(card: ModelCard) -> type:
+    """The ``nn.Module`` class ``card.builder`` makes: ``card.architecture``, else the type of a
+    model built once on the meta device (no memory for weights), cached per card."""
+    if card.architecture is not None:
+        return card.architecture
+    if card.name not in _ARCHITECTURES:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                _ARCHITECTURES[card.name] = type(card.builder())
+        except (NotImplementedError, RuntimeError):  # a builder that needs real tensors
+            _ARCHITECTURES[card.name] = type(card.builder())
+    return _ARCHITECTURES[card.name]
+
+
+def _module_family(cls: type) -> str:
+    """``zoo.models.hinet_lite`` -> ``hinet-lite``: the family name of the module defining ``cls``."""
+    return cls.__module__.rpartition(".")[2].replace("_", "-")
+
+
+def family_class(family: str) -> type:
+    """The ``nn.Module`` class of model family ``family``, to build it by name (training).
+
+    ``family`` is the name of the module that defines the architecture, hyphenated
+    (``hinet`` -> ``zoo.models.hinet.HINet``, ``hinet-lite`` -> ``zoo.models.hinet_lite.HINetLite``),
+    or a card's ``family`` whose trainable cards all share one architecture. Per-image
+    (zero-shot) models are not trainable and not looked at. :class:`ZooError` listing the valid
+    names when there is no such family.
+    """
+    cards = [card for card in list_models() if not card.zero_shot]
+    classes = {architecture_of(card) for card in cards if _module_family(architecture_of(card)) == family}
+    if not classes:
+        classes = {architecture_of(card) for card in cards if card.family == family}
+    if len(classes) == 1:
+        return classes.pop()
+    names = sorted({_module_family(architecture_of(card)) for card in cards}
+                   | {card.family for card in cards
+                      if len({architecture_of(other) for other in cards if other.family == card.family}) == 1})
+    if classes:
+        found = ", ".join(sorted(f"{cls.__module__}.{cls.__name__}" for cls in classes))
+        raise ZooError(f"model family {family!r} has several architectures ({found})", f"use one of {', '.join(names)}")
+    raise ZooError(f"unknown model family {family!r}", f"use one of {', '.join(names)}")
+
+
+def load_card_weights(model, card: ModelCard, weights) -> None:
+    """Load ``weights`` into ``model`` (in place) the way :func:`create_model` does: strictly and
+    safely, without the keys ``card.checkpoint_ignore`` names.
+
+    ``weights`` is a checkpoint path (.safetensors or an official .pth) or an in-memory state
+    dict / official container (``{'params': state_dict}`` ...), as ``zoo.checkpoints.load_weights`` reads.
+    """
+    from zoo.checkpoints import load_weights
+
+    if card.checkpoint_ignore:
+        load_weights(model, weights, ignore=card.checkpoint_ignore)
+    else:
+        load_weights(model, weights)
+
+
+def create_model(name: str, weights: str | Path | None = None, *, untrained: bool = False,
+                 offers_untrained: bool = True):
     """Build model ``name`` in eval mode with its weights; returns ``(model, card)``.
 
     Weights come from ``weights`` (a .safetensors or official .pth checkpoint, loaded strictly and
     safely), else from the weights the zoo ships. A model without weights is refused;
     ``untrained=True`` keeps the random initialisation (even where weights ship), which the
     caller must only use for pipeline or timing checks, never to present an output as a
-    restoration (the model gets ``zoo_untrained = True``).
+    restoration (the model gets ``zoo_untrained = True``). ``offers_untrained=False``: the
+    caller has no ``--untrained`` option (``zoo restore``), so the refusal does not suggest it.
     """
-    from zoo.checkpoints import load_weights
-
     card = get_card(name)
     if untrained and weights is not None:
         raise ZooError("--untrained and --weights contradict each other", "pass only one of them")
@@ -166,13 +268,14 @@ def create_model(name: str, weights: str | Path | None = None, *, untrained: boo
     elif untrained:
         model.zoo_untrained = True
     elif weights is not None:
-        load_weights(model, weights)
+        load_card_weights(model, card, weights)
     elif card.weights_path is not None and card.weights_path.is_file():
-        load_weights(model, card.weights_path)
+        load_card_weights(model, card, card.weights_path)
     else:
         source = f" (official weights: {card.official_weights})" if card.official_weights else ""
         raise ZooError(
             f"the zoo ships no trained weights for {name}{source}",
-            "pass --weights PATH to a checkpoint, or --untrained for a pipeline/timing check only",
+            "pass --weights PATH to a checkpoint"
+            + (", or --untrained for a pipeline/timing check only" if offers_untrained else ""),
         )
     return model.eval(), card

@@ -215,11 +215,12 @@ _TILING_NOTE = ("instance normalisation makes results depend on the tile extent;
                 "deblur/derain evaluation used 256x256 tiles (averaged where they overlap)")
 
 _CONFIGS = (
-    # name, task, variant, wf, HIN levels, summary, official weights, notes
+    # name, task, variant, wf, HIN levels, summary, official weights, official layout, notes
     ("hinet-sidd-1x", "denoise", "sidd-1x", 64, (0, 4),
      "HINet 1x (wf=64) trained on SIDD real-noise denoising; 88.7 M parameters, 157.6 GMACs at 256x256",
      f"HINet-SIDD-1x.pth, second Google Drive link in the SIDD section of the megvii-model/HINet README "
      f"({_DRIVE.format('1CU5z-M90Jc-TAcVpEaFjDCYA09fkubGi')}); {_CONTAINER}",
+     "HINet-SIDD-1x.txt",
      (_MAC_NOTE + "; true 157.60 G vs paper 170.71 G",
       "trained on SIDD smartphone noise (real sRGB noise), not on synthetic Gaussian noise",
       "official SIDD evaluation ran on 256x256 crops, without tiling")),
@@ -227,12 +228,14 @@ _CONFIGS = (
      "HINet 0.5x (wf=32) trained on SIDD real-noise denoising; 22.2 M parameters, 39.5 GMACs at 256x256",
      f"HINet-SIDD-0.5x.pth, first Google Drive link in the SIDD section of the megvii-model/HINet README "
      f"({_DRIVE.format('1Y5YJQVNL0weifE--5us344bLwzBNS_sU')}); {_CONTAINER}",
+     "HINet-SIDD-0.5x.txt",
      (_MAC_NOTE + "; true 39.54 G",
       "trained on SIDD smartphone noise (real sRGB noise), not on synthetic Gaussian noise")),
     ("hinet-gopro", "deblur", "gopro", 64, (3, 4),
      "HINet (wf=64, HIN at the two deepest levels) trained on GoPro motion deblurring",
      f"HINet-GoPro.pth from the megvii-model/HINet README, GoPro section "
      f"({_DRIVE.format('1dw8PKVkLfISzNtUu3gqGh83NBO83ZQ5n')}); {_CONTAINER}",
+     "HINet-GoPro_REDS.txt",
      (_MAC_NOTE,
       "same architecture and checkpoint layout as hinet-reds (official options: wf 64, HIN levels 3-4); "
       "only the training data differs",
@@ -241,6 +244,7 @@ _CONFIGS = (
      "HINet (wf=64, HIN at the two deepest levels) trained on REDS deblurring (blur + JPEG)",
      f"HINet-REDS.pth from the megvii-model/HINet README, REDS section "
      f"({_DRIVE.format('1uYH8XvLgrn-Vg6L0NjUcO2Fblhqrc8TU')}); {_CONTAINER}",
+     "HINet-GoPro_REDS.txt",
      (_MAC_NOTE,
       "same architecture and checkpoint layout as hinet-gopro; trained on REDS blurred frames with JPEG "
       "artefacts (NTIRE 2021 deblurring track 2)",
@@ -249,11 +253,12 @@ _CONFIGS = (
      "HINet 1x (wf=64, HIN at all levels) trained on Rain13k synthetic deraining",
      f"HINet-Rain13k.pth from the megvii-model/HINet README, Rain13k section "
      f"({_DRIVE.format('1AVedAkb1B2F2b3XGWlMFFVSsNfQlCwxa')}); {_CONTAINER}",
+     "HINet-Rain13k.txt",
      (_MAC_NOTE + "; same layout as hinet-sidd-1x (157.60 G)",
       _TILING_NOTE)),
 )
 
-for _name, _task, _variant, _wf, (_left, _right), _summary, _official, _notes in _CONFIGS:
+for _name, _task, _variant, _wf, (_left, _right), _summary, _official, _layout, _notes in _CONFIGS:
     register(ModelCard(
         name=_name,
         family="hinet",
@@ -261,9 +266,11 @@ for _name, _task, _variant, _wf, (_left, _right), _summary, _official, _notes in
         variant=_variant,
         summary=_summary,
         builder=partial(_build, _wf, _left, _right),
+        architecture=HINet,
         size_multiple=16,
         weights=None,
         official_weights=_official,
+        official_layout=_layout,
         tile=256,
         overlap=32,
         paper=PAPER,

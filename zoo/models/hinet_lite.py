@@ -390,11 +390,14 @@ for _name, _variant, _widths, _encoder, _decoder, _weights, _summary in _TIERS:
         variant=_variant,
         summary=_summary,
         builder=partial(_build, _widths, _encoder, _decoder),
+        architecture=HINetLite,
         size_multiple=2 ** len(_widths),
         weights=_weights,
         tile=256,
         overlap=32,
         training_degradation="gaussian:15-50",
+        # conv / ReLU / add / pixel (un)shuffle only: int8 XNNPACK runs the whole model as one delegate
+        single_int8_partition=True,
         paper=PAPER,
         notes=_notes(_widths, _encoder, _decoder),
     ))

@@ -565,6 +565,7 @@ register(ModelCard(
     variant="fourier-mlp",
     summary="zero-shot blind denoiser: fits a Fourier-feature MLP to each photo, stops at the estimated noise level",
     builder=build_inr_zeroshot,
+    architecture=ZeroShotINRDenoiser,
     weights=None,
     tile=None,
     zero_shot=True,

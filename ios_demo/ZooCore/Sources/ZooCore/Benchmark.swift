@@ -253,7 +253,7 @@ public struct ResultsWriter: Sendable {
         return ResultRecord(
             kind: .device,
             model: manifest.model.name,
-            task: ResultTask(manifest.model.task),
+            task: manifest.model.task,
             scale: manifest.model.scale,
             artifact: ResultArtifact(
                 file: manifest.artifact.file, sha256: manifest.artifact.sha256, target: manifest.target,

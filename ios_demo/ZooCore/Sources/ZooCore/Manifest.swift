@@ -230,15 +230,27 @@ struct ManifestHeader: Codable {
 
 // MARK: - Enums of schema values
 
+/// The tasks of zoo/tasks.py, spelled as both schemas spell them (manifests and results files);
+/// tests/test_tasks.py checks this list against the table.
 // json-schema-enum: manifest.schema.json#/properties/model/properties/task
 public enum ModelTask: String, CaseIterable, Codable, Sendable {
     case denoise = "denoise"
     case blindDenoise = "blind-denoise"
     case deblur = "deblur"
     case derain = "derain"
-    case sr = "sr"
+    case superResolution = "super-resolution"
 
-    public init(from decoder: Decoder) throws { self = try decodeSchemaEnum(decoder) }
+    /// Older spellings still read (manifests written before the task table said "sr"), never written:
+    /// the schema's x-aliases.
+    public static let aliases: [String: ModelTask] = ["sr": .superResolution]
+
+    public init(from decoder: Decoder) throws {
+        if let raw = try? decoder.singleValueContainer().decode(String.self), let task = ModelTask.aliases[raw] {
+            self = task
+            return
+        }
+        self = try decodeSchemaEnum(decoder)
+    }
 }
 
 // json-schema-enum: manifest.schema.json#/properties/model/properties/weights/properties/source

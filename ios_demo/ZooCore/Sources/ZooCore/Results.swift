@@ -311,27 +311,8 @@ public enum RecordKind: String, CaseIterable, Codable, Sendable {
     public init(from decoder: Decoder) throws { self = try decodeSchemaEnum(decoder) }
 }
 
-// json-schema-enum: results.schema.json#/$defs/record/properties/task
-public enum ResultTask: String, CaseIterable, Codable, Sendable {
-    case denoise = "denoise"
-    case blindDenoise = "blind-denoise"
-    case deblur = "deblur"
-    case derain = "derain"
-    case superResolution = "super-resolution"
-
-    public init(from decoder: Decoder) throws { self = try decodeSchemaEnum(decoder) }
-
-    /// The manifest calls super-resolution "sr", the results files "super-resolution".
-    public init(_ task: ModelTask) {
-        switch task {
-        case .denoise: self = .denoise
-        case .blindDenoise: self = .blindDenoise
-        case .deblur: self = .deblur
-        case .derain: self = .derain
-        case .sr: self = .superResolution
-        }
-    }
-}
+/// Results files name tasks exactly as manifests do (zoo/tasks.py): one enum for both.
+public typealias ResultTask = ModelTask
 
 // json-schema-enum: results.schema.json#/$defs/artifact/properties/precision
 public enum ArtifactPrecision: String, CaseIterable, Codable, Sendable {

@@ -65,11 +65,11 @@ final class ManifestTests: XCTestCase {
 
     func testSuperResolutionManifest() throws {
         let manifest = try load("onnx-fp32-sr-x4.json")
-        XCTAssertEqual(manifest.model.task, .sr)
+        XCTAssertEqual(manifest.model.task, .superResolution)  // the file's older alias "sr"
         XCTAssertEqual(manifest.model.scale, 4)
         XCTAssertEqual(manifest.outputs[0].shape, [1, 3, 256, 256])
         XCTAssertEqual(try Tiler(manifest: manifest).tileOutputSide, 256)
-        XCTAssertEqual(ResultTask(manifest.model.task), .superResolution)
+        XCTAssertEqual(manifest.model.task.rawValue, "super-resolution")  // what results files get
     }
 
     // MARK: - Refusals with clear messages

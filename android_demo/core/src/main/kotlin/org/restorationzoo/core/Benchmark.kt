@@ -195,7 +195,6 @@ object PeakMemory {
 object ResultsWriter {
     const val FORMAT = "zoo-results"
     const val FORMAT_VERSION = 1
-    private val TASKS = mapOf("sr" to "super-resolution")
 
     /** UTC now as the schema's timestamp, e.g. 2026-11-21T15:02:11Z. */
     fun utcNow(): String = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString()
@@ -216,7 +215,7 @@ object ResultsWriter {
         val record = linkedMapOf<String, Any?>(
             "kind" to "device",
             "model" to manifest.model.name,
-            "task" to (TASKS[manifest.model.task] ?: manifest.model.task),
+            "task" to manifest.model.task,
             "scale" to manifest.model.scale,
             "artifact" to linkedMapOf(
                 "file" to manifest.artifact.file,

@@ -55,7 +55,7 @@ data class ModelInfo(
     val name: String,
     val family: String,
     val variant: String,
-    /** denoise, blind-denoise, deblur, derain, sr. */
+    /** One of [Manifest.TASKS] (an older alias such as "sr" is read as the name it stands for). */
     val task: String,
     val scale: Int,
     val summary: String,
@@ -160,7 +160,10 @@ class Manifest(
     companion object {
         const val FORMAT = "zoo-mobile-manifest"
         const val FORMAT_VERSION = 1L
-        val TASKS = listOf("denoise", "blind-denoise", "deblur", "derain", "sr")
+        /** The task names of zoo/tasks.py, as both schemas spell them (tests/test_tasks.py checks). */
+        val TASKS = listOf("denoise", "blind-denoise", "deblur", "derain", "super-resolution")
+        /** Older spellings still read (manifests written before the task table said "sr"), never written. */
+        val TASK_ALIASES = mapOf("sr" to "super-resolution")
         val DTYPES = listOf("float32", "float16", "int8", "uint8")
         val LAYOUTS = listOf("NCHW", "NHWC")
         val PRECISIONS = listOf("fp32", "fp16", "int8")
@@ -201,7 +204,7 @@ class Manifest(
                 name = modelField["name"].nonEmptyString(),
                 family = modelField["family"].nonEmptyString(),
                 variant = modelField["variant"].nonEmptyString(),
-                task = modelField["task"].oneOf(TASKS),
+                task = modelField["task"].oneOf(TASKS + TASK_ALIASES.keys).let { TASK_ALIASES[it] ?: it },
                 scale = modelField["scale"].positiveInt(),
                 summary = modelField["summary"].string(),
                 weightsSource = modelField["weights"]["source"].oneOf(listOf("shipped", "file", "untrained")),
