@@ -191,10 +191,11 @@ def profile_record(artifact_path: str | Path, input=None, runs: int = 10, *, war
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m measure.profile ARTIFACT``: print the slowest operators (and write a record)."""
+    """``zoo profile ARTIFACT`` (also ``python -m measure.profile``): print the slowest operators (and write
+    a record); returns the exit status."""
     from measure.results import results_document, write_results
 
-    parser = argparse.ArgumentParser(prog="python -m measure.profile",
+    parser = argparse.ArgumentParser(prog="zoo profile",
                                      description="Per-operator profile of an ExecuTorch artifact (ETDump + Inspector)")
     parser.add_argument("artifact", help="export folder or .pte")
     parser.add_argument("--runs", type=int, default=10, help="timed forward passes (default 10)")

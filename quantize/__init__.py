@@ -7,10 +7,11 @@
 * :mod:`quantize.qat` -- :func:`quantize_qat` (fake-quantized fine-tuning, then int8).
 * :mod:`quantize.sensitivity` -- per-layer sweep (one float layer at a time).
 * :mod:`quantize.report` -- accuracy drop versus float on an evaluation set.
-* :mod:`quantize.cli` -- ``zoo quantize``.
+* :mod:`quantize.api` -- :func:`run_quantize`: quantize a zoo model and write the model and reports.
+* :mod:`quantize.commands` -- ``zoo quantize`` (argument parsing and printing).
 
-The names below are loaded on first access, so ``import quantize.cli`` (argument parsing) stays
-light; the backends (torchao, executorch, coremltools, litert-torch) are imported only inside
+The names below are loaded on first access, so ``import quantize.commands`` (argument parsing)
+stays light; the backends (torchao, executorch, coremltools, litert-torch) are imported only inside
 the functions that use them, so everything here imports with torch alone. See
 docs/quantization.md.
 """
@@ -27,6 +28,7 @@ _EXPORTS = {
     "layer_precision": "quantize.ptq",
     "quantization_op_counts": "quantize.ptq",
     "quantize_qat": "quantize.qat",
+    "run_quantize": "quantize.api",
 }
 
 __all__ = list(_EXPORTS)

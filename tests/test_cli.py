@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from zoo.checkpoints import save_weights
-from zoo.cli import main
+from zoo_cli.main import main
 from zoo.data.io import read_image
 from zoo.registry import get_card
 
@@ -53,10 +53,57 @@ def test_info_json_matches_the_card(capsys):
     assert info["gmacs_at_256x256"] == "39.54"
 
 
-def test_python_dash_m_entry_point():
-    done = subprocess.run([sys.executable, "-m", "zoo", "info", "nope-model"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["zoo_cli", "zoo"])
+def test_python_dash_m_entry_point(module):
+    """``python -m zoo_cli`` (torchrun's DDP launch) and its older alias ``python -m zoo``."""
+    done = subprocess.run([sys.executable, "-m", module, "info", "nope-model"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "unknown model 'nope-model'" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["quantize", "--help"], ["export", "--help"]])
+def test_help_and_list_import_no_mobile_stack(argv):
+    """The command lines that only parse or list must not pay for (or need) the mobile toolchains."""
+    heavy = ["executorch", "coremltools", "litert_torch", "ai_edge_litert", "torchao", "onnx", "onnxruntime"]
+    script = (f"import sys\nfrom zoo_cli.main import main\n"
+              f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_package_declares_its_commands(capsys):
+    """zoo --help lists each package's commands in flow order, each declared once."""
+    from zoo_cli.main import commands
+
+    names = [command.name for command in commands()]
+    assert names == ["list", "info", "restore", "eval", "demo", "train", "distill", "bench-inr", "quantize",
+                     "export", "run", "bench", "check", "baseline", "report", "device", "profile", "benchmark"]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("--help")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "quantize" in out and "slowest operators" in out
+
+
+def test_passthrough_keeps_its_own_help(capsys):
+    """A passthrough command parses its own argv: `zoo profile --help` is measure.profile's parser."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("profile", "--help")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: zoo profile") and "--runs" in out
+
+
+def test_info_without_results_says_so(tmp_path, capsys):
+    """measure adds the measured rows to `zoo info` (zoo/ does not know measure)."""
+    assert run_cli("info", "hinet-sidd-0.5x", "--results", tmp_path) == 0  # a card without measured rows
+    assert capsys.readouterr().out.splitlines()[-1] == "measured: no artifact results yet"
+    assert run_cli("info", "hinet-sidd-0.5x", "--results", tmp_path, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["measured"] == [] and list(info)[-1] == "measured"
 
 
 def test_restore_writes_output_of_the_input_size(tmp_path, photo, small_weights, capsys):
@@ -75,7 +122,7 @@ def test_restore_keeps_16_bit_and_alpha(tmp_path, small_weights):
     alpha = torch.linspace(0, 1, 40 * 30).reshape(1, 40, 30)
     write_image(source, image, bit_depth=16, alpha=alpha)
     out_dir = tmp_path / "out"
-    assert run_cli("restore", SMALL_MODEL, source, "-o", out_dir, "--weights", small_weights, "--quiet") == 0
+    assert run_cli("restore", SMALL_MODEL, source, "-o", f"{out_dir}/", "--weights", small_weights, "--quiet") == 0
     restored = read_image(out_dir / "rgba16.png")
     assert restored.bit_depth == 16
     assert torch.allclose(restored.alpha, alpha, atol=1 / 65535)
@@ -106,7 +153,7 @@ def test_restore_without_weights_is_refused(tmp_path, photo, capsys):
 def test_bad_inputs_fail_with_one_line_and_no_output(tmp_path, small_weights, capsys, make_input, message):
     source = make_input(tmp_path)
     out = tmp_path / "out"
-    assert run_cli("restore", SMALL_MODEL, source, "-o", out, "--weights", small_weights) == 2
+    assert run_cli("restore", SMALL_MODEL, source, "-o", f"{out}/", "--weights", small_weights) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo: error:") and message in err and len(err.splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
@@ -117,7 +164,7 @@ def test_truncated_image_fails_before_anything_is_written(tmp_path, photo, small
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    assert run_cli("restore", SMALL_MODEL, photo, truncated, "-o", out, "--weights", small_weights) == 2
+    assert run_cli("restore", SMALL_MODEL, photo, truncated, "-o", f"{out}/", "--weights", small_weights) == 2
     assert "truncated.png" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())  # the good photo was not written either
 

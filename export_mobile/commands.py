@@ -1,18 +1,21 @@
 """``zoo export`` and ``zoo run``: argument parsing and printing only (the work is in
 :mod:`export_mobile.api`, :mod:`export_mobile.matrix` and :mod:`export_mobile.runners`).
 
-``zoo/cli.py`` hands the arguments after the sub-command name to :func:`export_main` /
-:func:`run_main`; both return the exit status (2 for a :class:`ZooError`, printed as one line).
+``COMMANDS`` declares both to the ``zoo`` command (:mod:`zoo_cli.main`), which hands the arguments
+after the subcommand name to :func:`export_main` / :func:`run_main`; both return the exit status
+(2 for a :class:`ZooError`, printed as one line).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
+from zoo.commands import Command
 from zoo.errors import ZooError
 
-__all__ = ["export_main", "run_main", "build_export_parser", "build_run_parser"]
+__all__ = ["COMMANDS", "export_main", "run_main", "build_export_parser", "build_run_parser"]
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -56,6 +59,7 @@ def build_export_parser() -> argparse.ArgumentParser:
                         help="target option, e.g. compute_units=cpu_and_ne (Core ML), soc=SM8650 (QNN)")
     parser.add_argument("-o", "--output", help="export folder (one artifact + manifest.json); with --matrix the "
                                                "root folder of all cells")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     matrix = parser.add_argument_group("matrix")
     matrix.add_argument("--matrix", action="store_true", help="build every model x target x precision it can")
     matrix.add_argument("--models", help="comma-separated models (default: all exportable models)")
@@ -71,8 +75,20 @@ def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def _progress_printer():
+    """``say(step, detail)`` printing ``[  12.3 s] step: detail`` on stderr (seconds since the start)."""
+    started = time.perf_counter()
+
+    def say(step: str, detail: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {step}: {detail}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _export(args) -> int:
     from export_mobile.api import export_model
+    from zoo.atomic import ensure_writable
+    from zoo.quiet import c_stderr_filtered
 
     missing = [flag for flag, value in (("MODEL", args.model), ("--target", args.target),
                                         ("--precision", args.precision), ("--tile", args.tile),
@@ -80,10 +96,16 @@ def _export(args) -> int:
     if missing:
         raise ZooError(f"zoo export needs {', '.join(missing)}",
                        "e.g. zoo export hinet-lite --target executorch-xnnpack --precision fp32 --tile 256x256 -o out/")
-    outcome = export_model(args.model, args.target, args.precision, args.tile, args.output, weights=args.weights,
-                           untrained=args.untrained, overlap=args.overlap, calibration=args.calibration,
-                           calibration_images=args.calib_images or 32, quantized=args.quantized, data_root=args.data_root, mixed=args.mixed,
-                           dynamic=args.dynamic, rewrite=args.rewrite, verify=args.verify, options=dict(args.option))
+    output = ensure_writable(args.output, "export folder", kind="renamed folder", fix="choose another -o")
+    say = None if args.quiet else _progress_printer()
+    with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
+        outcome = export_model(args.model, args.target, args.precision, args.tile, output, weights=args.weights,
+                               untrained=args.untrained, overlap=args.overlap, calibration=args.calibration,
+                               calibration_images=args.calib_images or 32, quantized=args.quantized,
+                               data_root=args.data_root, mixed=args.mixed, dynamic=args.dynamic, rewrite=args.rewrite,
+                               verify=args.verify, options=dict(args.option), progress=say)
+    if say is not None:
+        say("done", f"{outcome.folder}")
     manifest = outcome.manifest
     backend = manifest["backend"]
     print(f"wrote {outcome.artifact} ({manifest['artifact']['bytes'] / 1e6:.2f} MB, sha256 "
@@ -114,12 +136,15 @@ def _export(args) -> int:
 def _matrix(args) -> int:
     from export_mobile.matrix import run_matrix
 
+    from zoo.quiet import c_stderr_filtered
+
     if args.model:
         raise ZooError("--matrix takes --models, not a MODEL argument", f"use --models {args.model}")
-    rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
-                      args.output or "exports/matrix", calibration=args.calibration or "auto",
-                      calibration_images=args.calib_images or 8,
-                      data_root=args.data_root, rewrite=args.rewrite, json_path=args.json, resume=args.resume)
+    with c_stderr_filtered():
+        rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
+                          args.output or "exports/matrix", calibration=args.calibration or "auto",
+                          calibration_images=args.calib_images or 8,
+                          data_root=args.data_root, rewrite=args.rewrite, json_path=args.json, resume=args.resume)
     return 0 if rows else 1
 
 
@@ -143,8 +168,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         description="Restore photos with an exported artifact (the exact file an app ships), tiled as the "
                     "manifest says; the artifact's sha256 is checked first.")
     parser.add_argument("artifact", help="export folder, artifact file, or manifest.json")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
-    parser.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or folders (each of their images)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output file (.png, .jpg, .tif; one input image) or folder (existing, or ending in /)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -153,18 +179,29 @@ def build_run_parser() -> argparse.ArgumentParser:
 def run_main(argv: list[str] | None = None) -> int:
     """``zoo run ARTIFACT INPUT... -o OUT``; returns the exit status (2 on a user error)."""
     from export_mobile.runners import run_artifact
+    from zoo.quiet import c_stderr_filtered
 
     args = build_run_parser().parse_args(argv)
     try:
-        records = run_artifact(args.artifact, args.inputs, args.output, overwrite=args.overwrite,
-                               progress=not args.quiet)
+        with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
+            records = run_artifact(args.artifact, args.inputs, args.output, overwrite=args.overwrite,
+                                   progress=not args.quiet)
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return 2
     for record in records:
+        for note in record.get("notes", ()):
+            print(f"zoo: warning: {note}", file=sys.stderr)
         print(f"{record['input']} -> {record['output']} ({record['width']}x{record['height']}, "
               f"{record['seconds']:.2f} s, {record['target']} {record['precision']})")
     return 0
+
+
+COMMANDS = (
+    Command("export", "export to ExecuTorch, Core ML, TFLite or ONNX with a manifest (zoo export --help)",
+            main="export_mobile.commands:export_main"),
+    Command("run", "restore photos with an exported artifact (zoo run --help)", main="export_mobile.commands:run_main"),
+)
 
 
 if __name__ == "__main__":  # pragma: no cover
