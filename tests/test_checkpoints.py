@@ -9,6 +9,7 @@ tensor.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,29 @@ def test_non_strict_loads_only_matching_tensors():
     assert all(torch.equal(value, source[key]) for key, value in target.state_dict().items())
     with pytest.raises(ZooError, match="no tensor of the checkpoint fits"):
         load_weights(target, {"unrelated.weight": torch.zeros(1)}, strict=False)
+
+
+def test_ignore_patterns_skip_only_keys_the_model_lacks_and_say_so():
+    source = small_state_dict(seed=1)
+    extra = {"unused_head.weight": torch.ones(4, 3), "unused_head.bias": torch.ones(4), "aux.scale": torch.ones(1)}
+    target = HINet(wf=8)
+    with pytest.raises(ZooError, match="3 unexpected"):
+        load_weights(target, {**source, **extra})
+    with pytest.warns(UserWarning, match=r"skipped 2 keys \(16 parameters\) of state dict that HINet does not use: "
+                                         r"unused_head\.weight, unused_head\.bias"):
+        with pytest.raises(ZooError, match="0 missing, 1 unexpected.*aux.scale"):
+            load_weights(target, {**source, **extra}, ignore=("unused_head.*",))
+    with pytest.warns(UserWarning, match="skipped 3 keys"):
+        load_weights(target, {"epoch": 1, "state_dict": {**source, **extra}, "optimizer": {}},
+                     ignore=("unused_head.*", "aux.*"))
+    assert all(torch.equal(value, source[key]) for key, value in target.state_dict().items())
+    # A pattern matching a key the model has never drops it: a wrong shape is still an error.
+    with pytest.raises(ZooError, match="shape mismatch: last.weight checkpoint \\[1\\]"):
+        load_weights(HINet(wf=8), {**source, "last.weight": torch.zeros(1)}, ignore=("last.*",))
+    # Nothing to skip: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_weights(HINet(wf=8), source, ignore=("unused_head.*",))
 
 
 # --- containers --------------------------------------------------------------------------------

@@ -7,7 +7,9 @@
   ``{'state_dict': sd, 'epoch', 'optimizer'}``, ``{'model': sd}``) and strips the ``module.``
   prefix DataParallel adds.
 * :func:`load_weights` matches keys and shapes strictly and explains a mismatch in one line,
-  naming the registered model the checkpoint is really for when its layout matches one.
+  naming the registered model the checkpoint is really for when its layout matches one. Keys an
+  official checkpoint holds for layers the forward never uses can be skipped by pattern
+  (``ignore=``, the card's ``checkpoint_ignore``), with a one-line warning.
 * :func:`save_weights` writes safetensors atomically.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import pickle
 import re
 import struct
+from fnmatch import fnmatchcase
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
@@ -161,16 +164,32 @@ def _registered_layout(name: str) -> frozenset[tuple[str, tuple[int, ...]]] | No
         return None
 
 
+def _ignored_keys(state_dict: Mapping[str, torch.Tensor], ignore: tuple[str, ...], model_keys) -> list[str]:
+    """Keys of ``state_dict`` matching an fnmatch pattern of ``ignore`` that the model does not have."""
+    return [key for key in state_dict
+            if key not in model_keys and any(fnmatchcase(key, pattern) for pattern in ignore)]
+
+
 def models_matching(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Names of the registered (trainable) models whose keys and shapes equal ``state_dict``'s."""
+    """Names of the registered (trainable) models whose keys and shapes equal ``state_dict``'s,
+    after dropping the keys each card's ``checkpoint_ignore`` patterns skip on load."""
     from zoo.registry import list_models
 
     try:
         cards = list_models()
     except Exception:  # a broken family module must not hide the original loading error
         return []
-    layout = _layout(state_dict)
-    return [card.name for card in cards if not card.zero_shot and _registered_layout(card.name) == layout]
+    matches = []
+    for card in cards:
+        registered = None if card.zero_shot else _registered_layout(card.name)
+        if registered is None:
+            continue
+        ignore = tuple(getattr(card, "checkpoint_ignore", ()) or ())
+        model_keys = {key for key, _ in registered}
+        skipped = set(_ignored_keys(state_dict, ignore, model_keys))
+        if _layout({k: v for k, v in state_dict.items() if k not in skipped}) == registered:
+            matches.append(card.name)
+    return matches
 
 
 def _mismatch_report(model: nn.Module, state_dict: Mapping[str, torch.Tensor]):
@@ -187,15 +206,19 @@ def _listing(items: list[str]) -> str:
     return shown + (", ..." if len(items) > _LISTED_KEYS else "")
 
 
-def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, prefer_ema: bool = False) -> None:
+def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, prefer_ema: bool = False,
+                 ignore: tuple[str, ...] = ()) -> None:
     """Load a checkpoint into ``model`` in place (tensors are copied into its parameters).
 
     ``path_or_state_dict`` is a file path (read with :func:`read_state_dict`) or an in-memory
-    state dict / container. With ``strict`` every key and shape must match; otherwise a
-    :class:`ZooError` says how many keys are missing, unexpected and shape-mismatched, names the
-    first few of each (checkpoint vs model shape), and names the registered model the checkpoint
-    fits exactly, if any. With ``strict=False`` only the matching tensors are loaded (a warning
-    counts the rest); a checkpoint sharing no tensor with the model still raises.
+    state dict / container. ``ignore``: fnmatch patterns (e.g. ``"stage1.ending.*"``) of
+    checkpoint keys to skip, for layers an official checkpoint holds but the forward never uses;
+    a key is skipped only when the model has no tensor of that name, and a warning names how many
+    keys (and parameters) were skipped. With ``strict`` every other key and shape must match;
+    otherwise a :class:`ZooError` says how many keys are missing, unexpected and shape-mismatched,
+    names the first few of each (checkpoint vs model shape), and names the registered model the
+    checkpoint fits exactly, if any. With ``strict=False`` only the matching tensors are loaded (a
+    warning counts the rest); a checkpoint sharing no tensor with the model still raises.
     """
     if isinstance(path_or_state_dict, (str, Path)):
         source = f"checkpoint {path_or_state_dict}"
@@ -203,6 +226,17 @@ def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, p
     else:
         source = "state dict"
         state_dict = unwrap_state_dict(path_or_state_dict, prefer_ema=prefer_ema, source=source)
+
+    if isinstance(ignore, str):
+        ignore = (ignore,)  # one pattern given bare: not a sequence of its characters
+    skipped = _ignored_keys(state_dict, tuple(ignore), model.state_dict().keys()) if ignore else []
+    checkpoint = state_dict  # as read: models_matching applies each card's own ignore patterns
+    if skipped:
+        dropped = set(skipped)
+        state_dict = {key: value for key, value in state_dict.items() if key not in dropped}
+        count = sum(checkpoint[key].numel() for key in skipped)
+        warnings.warn(f"skipped {len(skipped)} keys ({count:,} parameters) of {source} that "
+                      f"{type(model).__name__} does not use: {_listing(skipped)}", stacklevel=2)
 
     missing, unexpected, mismatched = _mismatch_report(model, state_dict)
     model_name = type(model).__name__
@@ -222,7 +256,7 @@ def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, p
                f"{len(mismatched)} shape-mismatched keys ({'; '.join(details)})")
 
     if strict:
-        matches = models_matching(state_dict)
+        matches = models_matching(checkpoint)
         if len(matches) == 1:
             fix = f"this checkpoint is for {matches[0]}; use that model"
         elif matches:

@@ -56,3 +56,75 @@ class SupervisedAttention(nn.Module):
         gate = torch.sigmoid(self.conv3(restored))
         features = self.conv1(x) * gate + x
         return features, restored
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalisation over the channels of each pixel of an NCHW tensor (NAFNet's LayerNorm2d).
+
+    ``weight * (x - mean_c(x)) / sqrt(var_c(x) + eps) + bias`` with the biased variance over the
+    channel axis. NAFNet implements it as a custom ``autograd.Function`` with a hand-written
+    backward, which ``torch.export`` cannot trace; this is the same forward in plain tensor ops
+    (autograd derives the same gradient), so it exports as is. Parameter names ``weight`` and
+    ``bias`` (shape (channels,)) match the official checkpoints. (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        variance = centred.pow(2).mean(dim=1, keepdim=True)
+        normalised = centred / (variance + self.eps).sqrt()
+        return self.weight.view(1, -1, 1, 1) * normalised + self.bias.view(1, -1, 1, 1)
+
+
+def simple_gate(x: torch.Tensor) -> torch.Tensor:
+    """NAFNet's SimpleGate: the product of the two channel halves, (N, 2C, H, W) -> (N, C, H, W)."""
+    first, second = x.chunk(2, dim=1)
+    return first * second
+
+
+class NAFBlock(nn.Module):
+    """NAFNet's nonlinear-activation-free block (Chen et al., ECCV 2022); (N, C, H, W) -> same shape.
+
+    ``y = x + beta * conv3(SCA(SG(dwconv2(conv1(norm1(x))))))`` then
+    ``y + gamma * conv5(SG(conv4(norm2(y))))``, where SG is :func:`simple_gate` and SCA the
+    simplified channel attention ``t * sca(t)`` (global average pool + 1x1 conv). ``beta`` and
+    ``gamma`` start at zero, so a fresh block is the identity. Names (``conv1``..``conv5``,
+    ``sca.1``, ``norm1``, ``norm2``, ``beta``, ``gamma``) match NAFNet and MHNet checkpoints.
+    """
+
+    def __init__(self, channels: int, dw_expand: int = 2, ffn_expand: int = 2):
+        super().__init__()
+        dw_channels = channels * dw_expand
+        self.conv1 = nn.Conv2d(channels, dw_channels, kernel_size=1, bias=True)
+        self.conv2 = nn.Conv2d(dw_channels, dw_channels, kernel_size=3, padding=1, groups=dw_channels, bias=True)
+        self.conv3 = nn.Conv2d(dw_channels // 2, channels, kernel_size=1, bias=True)
+        self.sca = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(dw_channels // 2, dw_channels // 2, kernel_size=1, bias=True),
+        )
+        ffn_channels = channels * ffn_expand
+        self.conv4 = nn.Conv2d(channels, ffn_channels, kernel_size=1, bias=True)
+        self.conv5 = nn.Conv2d(ffn_channels // 2, channels, kernel_size=1, bias=True)
+        self.norm1 = LayerNorm2d(channels)
+        self.norm2 = LayerNorm2d(channels)
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = simple_gate(self.conv2(self.conv1(self.norm1(x))))
+        t = self.conv3(t * self.sca(t))
+        y = x + t * self.beta
+        t = self.conv5(simple_gate(self.conv4(self.norm2(y))))
+        return y + t * self.gamma
+
+
+class SimpleGate(nn.Module):
+    """:func:`simple_gate` as a module, for ``nn.Sequential`` bodies whose indices checkpoints name."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return simple_gate(x)
