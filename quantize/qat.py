@@ -1,10 +1,17 @@
-"""Quantization-aware training (PT2E): fine-tune with fake quantization, then convert to int8.
+"""Quantization-aware training (PT2E): the pieces, and a minimal in-memory QAT loop.
 
 ``torch.export`` in train mode -> ``prepare_qat_pt2e`` (fake-quantize nodes on weights and
-activations, with the recipe's QAT specs) -> a short Adam fine-tune on (degraded, clean) pairs
--> ``move_exported_model_to_eval`` -> ``convert_pt2e``. The loop is deliberately minimal (no
-schedule, no EMA, no checkpoints); the full training engine lives in ``zoo.train``. The zoo's
-models have no BatchNorm, so no observer/BN freezing is needed.
+activations, with the recipe's QAT specs) -> training -> ``move_exported_model_to_eval`` ->
+``convert_pt2e``. The pieces (:func:`prepare_qat_graph`, :func:`set_activation_ranges_from_ptq`,
+:func:`use_learnable_scales`, :func:`convert_qat_graph`) serve both QAT paths:
+
+* the training engine's QAT phase (:mod:`quantize.qat_phase`: ``zoo train`` / ``zoo distill``
+  with a ``quantization`` config section, and ``zoo quantize --method qat``), with the run's
+  schedule, EMA, validation, checkpoints, resume and DDP;
+* :func:`quantize_qat`, a short in-memory fine-tune (no schedule, EMA or checkpoints) for
+  experiments on a model object.
+
+The zoo's models have no BatchNorm, so no BN freezing is needed.
 
 Models that clamp their output in eval mode only (``model.clamp_output``, e.g. HINet-Lite) are
 traced in train mode without the clamp; the converted graph gets the clamp back (in float) so it
@@ -20,7 +27,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from quantize.ptq import META_KEY, _as_batch, _resolved_mixed, calibrated_observers, export_for_quantization
+from quantize.ptq import (META_KEY, _as_batch, _resolved_mixed, calibrated_observers, export_for_quantization,
+                          layer_precision)
 from quantize.recipes import MixedPrecision, require_recipe
 from zoo.errors import ZooError
 
@@ -63,34 +71,156 @@ class _ClampOutput(torch.nn.Module):
         return self.graph_module(x).clamp(0.0, 1.0)
 
 
-def _freeze_activation_ranges(prepared: torch.fx.GraphModule, model: torch.nn.Module, example: torch.Tensor,
-                              recipe, mixed, calibration: Iterable) -> int:
+#: Key of a prepared graph's ``meta`` holding its resolved mixed precision.
+MIXED_KEY = "zoo_mixed_precision"
+
+
+def fake_quantizers(graph: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The fake-quantize modules PT2E inserted into a prepared graph, by attribute name."""
+    return {name: module for name, module in graph.named_children()
+            if hasattr(module, "observer_enabled") and hasattr(module, "calculate_qparams")}
+
+
+def is_per_channel(fake_quant: torch.nn.Module) -> bool:
+    """Whether a fake quantizer works per channel (the weights' quantizers)."""
+    return getattr(fake_quant, "ch_axis", -1) != -1 and fake_quant.qscheme in (
+        torch.per_channel_symmetric, torch.per_channel_affine)
+
+
+def prepare_qat_graph(model: torch.nn.Module, example: torch.Tensor, recipe, mixed: MixedPrecision | None = None,
+                      *, size_multiple: int | None = None) -> torch.fx.GraphModule:
+    """``torch.export`` ``model`` in train mode and ``prepare_qat_pt2e`` it with ``recipe``'s QAT quantizer.
+
+    The graph shares its parameters with ``model`` (training one trains the other). The batch
+    dimension is dynamic (1..64); with ``size_multiple`` height and width are dynamic too (any
+    multiple of it), so one graph trains on patches, validates on crops and converts at the
+    export tile. ``example``: NCHW batch in [0, 1]. Every fake quantizer has observed ``example``
+    once (so per-channel quantizers have their final shapes); ``meta[MIXED_KEY]`` records the
+    layers the recipe left in float. Raises :class:`ZooError` when the
+    model cannot be exported with dynamic height and width.
+    """
+    from torch.export import Dim
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    from quantize.ptq import MAX_BATCH
+
+    if size_multiple is None:
+        exported = export_for_quantization(model, example, train=True)
+    else:
+        example = _as_batch(example)
+        side = max(2, example.shape[-2] // size_multiple), max(2, example.shape[-1] // size_multiple)
+        traced = torch.zeros(2, example.shape[1], side[0] * size_multiple, side[1] * size_multiple,
+                             device=example.device)
+        shapes = ({0: Dim("batch", min=1, max=MAX_BATCH), 2: size_multiple * Dim("rows", min=2, max=8192 // size_multiple),
+                   3: size_multiple * Dim("columns", min=2, max=8192 // size_multiple)},)
+        was_training = model.training
+        model.train()
+        try:
+            exported = torch.export.export(model, (traced,), dynamic_shapes=shapes).module()
+        except Exception as err:  # torch.export raises many types; the message says what failed
+            raise ZooError(f"{type(model).__name__} cannot be exported with a dynamic image size for QAT "
+                           f"({str(err).splitlines()[0][:200]})",
+                           "QAT needs a model whose forward works for any multiple of its size multiple") from err
+        finally:
+            model.train(was_training)
+        example = traced
+    quantizer = recipe.quantizer(is_qat=True, mixed=mixed)
+    prepared = prepare_qat_pt2e(exported, quantizer)
+    prepared.meta[MIXED_KEY] = _resolved_mixed(quantizer, mixed)
+    with torch.no_grad():
+        prepared(_as_batch(example))
+    return prepared
+
+
+def set_activation_ranges_from_ptq(prepared: torch.fx.GraphModule, model: torch.nn.Module, example: torch.Tensor,
+                                   recipe, mixed, calibration: Iterable) -> int:
     """Set every per-tensor (activation) fake quantizer of ``prepared`` to the range PTQ's observer
     picks on ``calibration`` and stop it observing; returns how many were set.
 
     The PTQ graph is prepared from the same exported model with the same annotations, so its
-    observers carry the same ``activation_post_process_N`` names as the QAT fake quantizers."""
+    observers carry the same ``activation_post_process_N`` names as the QAT fake quantizers.
+    ``model`` holds the weights to calibrate with (left untouched)."""
     observed, _, _ = calibrated_observers(copy.deepcopy(model), example, recipe.quantizer(is_qat=False, mixed=mixed),
                                           calibration)
-    observers = dict(observed.named_modules())
+    observers = dict(observed.named_children())
     count = 0
-    for name, fake_quant in prepared.named_modules():
-        observer = observers.get(name)
-        if observer is None or "." in name or not hasattr(fake_quant, "disable_observer"):
+    with torch.no_grad():
+        for name, fake_quant in fake_quantizers(prepared).items():
+            observer = observers.get(name)
+            if observer is None or is_per_channel(fake_quant) or getattr(observer, "ch_axis", None) is not None:
+                continue  # per-channel (weights): keeps following the trained weights
+            scale, zero_point = observer.calculate_qparams()
+            inner = fake_quant.activation_post_process
+            low = (inner.quant_min - zero_point.float()) * scale
+            high = (inner.quant_max - zero_point.float()) * scale
+            for bound, value in ((inner.min_val, low), (inner.max_val, high)):
+                # Keep the observer's own shape (a checkpoint's state loads into it unchanged).
+                bound.resize_(bound.shape if bound.numel() == value.numel() else value.shape)
+                bound.copy_(value.reshape(bound.shape))
+            fake_quant.scale.data = scale.to(fake_quant.scale.device, fake_quant.scale.dtype).reshape(
+                fake_quant.scale.shape if fake_quant.scale.numel() == scale.numel() else scale.shape).clone()
+            fake_quant.zero_point.data = zero_point.to(fake_quant.zero_point.device, fake_quant.zero_point.dtype)\
+                .reshape(fake_quant.zero_point.shape if fake_quant.zero_point.numel() == zero_point.numel()
+                         else zero_point.shape).clone()
+            fake_quant.disable_observer()
+            count += 1
+    return count
+
+
+def use_learnable_scales(prepared: torch.fx.GraphModule) -> int:
+    """LSQ: replace every fake quantizer of ``prepared`` by torchao's ``LearnableFakeQuantize``
+    starting at its current scale and zero point; returns how many were replaced.
+
+    The scales become parameters trained through the straight-through estimator (with LSQ's
+    gradient scaling ``1 / sqrt(numel * quant_max)``); the observers stop (a learned scale is
+    no longer a min/max estimate). Zero points stay fixed (0 for the symmetric weights).
+    """
+    from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
+
+    count = 0
+    for name, old in fake_quantizers(prepared).items():
+        if isinstance(old, LearnableFakeQuantize):
             continue
-        if getattr(fake_quant, "ch_axis", -1) != -1 or getattr(observer, "ch_axis", None) is not None:
-            continue  # per-channel (weights): keeps following the trained weights
-        scale, zero_point = observer.calculate_qparams()
-        inner = fake_quant.activation_post_process
-        low = (inner.quant_min - zero_point.float()) * scale
-        high = (inner.quant_max - zero_point.float()) * scale
-        inner.min_val.resize_(low.shape).copy_(low)
-        inner.max_val.resize_(high.shape).copy_(high)
-        fake_quant.scale.resize_(scale.shape).copy_(scale)
-        fake_quant.zero_point.resize_(zero_point.shape).copy_(zero_point)
-        fake_quant.disable_observer()
+        inner = old.activation_post_process
+        observer_kwargs = {"dtype": inner.dtype, "qscheme": inner.qscheme}
+        if is_per_channel(old):
+            observer_kwargs["ch_axis"] = old.ch_axis
+        learnable = LearnableFakeQuantize(type(inner), quant_min=inner.quant_min, quant_max=inner.quant_max,
+                                          use_grad_scaling=True, **observer_kwargs)
+        learnable.activation_post_process = copy.deepcopy(inner)
+        scale, zero_point = old.calculate_qparams()
+        learnable._initialize_or_update_qparams(scale.detach().clone().float(), zero_point.detach().clone())
+        learnable.enable_range_learning()
+        learnable.zero_point.requires_grad_(False)
+        learnable.fake_quant_enabled.copy_(old.fake_quant_enabled.to(learnable.fake_quant_enabled.dtype))
+        learnable.to(scale.device)
+        setattr(prepared, name, learnable)
         count += 1
     return count
+
+
+def convert_qat_graph(prepared: torch.fx.GraphModule, model: torch.nn.Module, recipe,
+                      example: torch.Tensor) -> tuple[torch.fx.GraphModule, bool, dict[str, str]]:
+    """Convert a trained QAT graph (a copy of it; the graph is left as it is) to the int8 graph;
+    returns (converted graph, whether the eval-mode output clamp was added back, the layers'
+    precision as :func:`quantize.ptq.layer_precision` gives it before the clamp hides the names).
+
+    Models that clamp in eval mode only (``model.clamp_output``) were traced without the clamp;
+    it is added back in float. ``example``: NCHW batch at the export size (fixes the clamped
+    graph's height and width; its batch stays dynamic)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    graph = copy.deepcopy(prepared)
+    move_exported_model_to_eval(graph)
+    converted = convert_pt2e(graph, fold_quantize=recipe.FOLD_QUANTIZE)
+    precision = layer_precision(converted)
+    clamped = bool(getattr(model, "clamp_output", False))
+    if clamped:
+        program = torch.export.export(_ClampOutput(converted), (_dynamic_example(example),),
+                                      dynamic_shapes=_dynamic_shapes())
+        converted = program.module()
+    return converted, clamped, precision
 
 
 def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, train_batches: TrainBatches, *,
@@ -123,8 +253,7 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
     Raises:
         ZooError: bad ``steps``, an unavailable backend or a non-finite loss.
     """
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     if steps < 1:
         raise ZooError(f"QAT needs at least one step, got {steps}", "pass --qat-steps 1 or more")
@@ -139,7 +268,7 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         parameter.requires_grad_(True)
     quantizer = recipe.quantizer(is_qat=True, mixed=mixed)
     prepared = prepare_qat_pt2e(export_for_quantization(student, example, train=True), quantizer)
-    frozen = _freeze_activation_ranges(prepared, model, example, recipe, mixed, activation_ranges) \
+    frozen = set_activation_ranges_from_ptq(prepared, model, example, recipe, mixed, activation_ranges) \
         if activation_ranges is not None else 0
 
     optimizer = torch.optim.Adam([p for p in prepared.parameters() if p.requires_grad], lr=lr)
@@ -166,9 +295,7 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         if callback is not None:
             callback(step, prepared, losses[-1])
 
-    move_exported_model_to_eval(prepared)
-    converted = convert_pt2e(prepared, fold_quantize=recipe.FOLD_QUANTIZE)
-    clamped = bool(getattr(model, "clamp_output", False))
+    converted, clamped, _ = convert_qat_graph(prepared, model, recipe, example)
     info = {
         "recipe": recipe.NAME,
         "method": "qat",
@@ -185,10 +312,6 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         "output_clamp_added": clamped,
         "input_shape": list(example.shape[1:]),
     }
-    if clamped:
-        program = torch.export.export(_ClampOutput(converted), (_dynamic_example(example),),
-                                      dynamic_shapes=_dynamic_shapes())
-        converted = program.module()
     converted.meta[META_KEY] = info
     if not all(math.isfinite(value) for value in losses):
         raise ZooError("QAT produced a non-finite loss", "lower the learning rate (--qat-lr)")

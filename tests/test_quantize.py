@@ -128,10 +128,10 @@ def mixed_tiny(calibration):
 
 
 def test_import_needs_torch_only():
-    code = ("import sys, quantize.cli\n"
+    code = ("import sys, quantize.commands\n"
             "assert 'torch' not in sys.modules, 'argument parsing should not import torch'\n"
-            "import quantize, quantize.calibration, quantize.sensitivity, quantize.report, quantize.cli, "
-            "quantize.recipes.xnnpack, quantize.recipes.coreml, quantize.recipes.tflite\n"
+            "import quantize, quantize.calibration, quantize.sensitivity, quantize.report, quantize.api, "
+            "quantize.commands, quantize.recipes.xnnpack, quantize.recipes.coreml, quantize.recipes.tflite\n"
             "from quantize import quantize_ptq, quantize_qat, load_quantized, MixedPrecision\n"
             "heavy = {'torchao', 'executorch', 'coremltools', 'litert_torch', 'scipy', 'skimage'}\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))")
@@ -140,7 +140,7 @@ def test_import_needs_torch_only():
 
 
 def test_recipe_registry():
-    from quantize.cli import BACKENDS
+    from quantize.api import BACKENDS
 
     assert list_recipes() == ["xnnpack", "coreml", "tflite"] == list(BACKENDS)
     for name in list_recipes():
@@ -538,7 +538,7 @@ def test_accuracy_drop_report_against_independent_numbers(pool, tmp_path):
 
 @needs_executorch
 def test_zoo_quantize_cli_end_to_end(pool, tmp_path, capsys):
-    from quantize.cli import main
+    from quantize.commands import main
 
     out = tmp_path / "q"
     evaluation = write_photos(tmp_path / "final_eval", 1, size=(48, 48), seed=5)
@@ -562,10 +562,36 @@ def test_zoo_quantize_cli_end_to_end(pool, tmp_path, capsys):
     assert "cannot be used for calibration" in capsys.readouterr().err
 
 
+@needs_executorch
+def test_zoo_quantize_qat_runs_the_training_engine(pool, tmp_path):
+    """--method qat is a front to the engine's QAT phase: a run folder with its log and float
+    weights, and the int8 model the engine converted, with the command's sidecar fields."""
+    from quantize.commands import main
+
+    out = tmp_path / "q"
+    argv = ["hinet-lite-s", "--backend", "xnnpack", "--method", "qat", "--untrained", "--tile", "32",
+            "--calib-images", "2", "--calib-source", str(pool), "--qat-steps", "2", "--qat-batch", "2",
+            "--qat-target", "float", "--eval-dataset", "none", "--quiet", "-o", str(out)]
+    assert main(argv) == 0
+    run = out / "hinet-lite-s_xnnpack_qat_run"
+    assert (run / "log.csv").is_file() and (run / "final.safetensors").is_file()
+    sidecar = json.loads((out / "hinet-lite-s_xnnpack_qat.json").read_text())
+    assert sidecar["method"] == "qat" and sidecar["model"] == "hinet-lite-s" and sidecar["qat_target"] == "float"
+    assert sidecar["qat"]["distill_from_float"] == 1.0 and sidecar["qat"]["iterations"] == 2
+    assert sidecar["file"] == "hinet-lite-s_xnnpack_qat.pt2" and sidecar["input_shape"] == [3, 32, 32]
+    assert sidecar["layer_precision"]["head"] == "float"
+    loaded, _ = load_quantized(out / "hinet-lite-s_xnnpack_qat.pt2")
+    engine_model, _ = load_quantized(run / "quantized.pt2")
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded(x), engine_model(x))
+    assert main(argv) == 2  # the folder holds a run: --overwrite replaces it
+    assert main([*argv, "--overwrite"]) == 0
+
+
 def test_qat_float_target_is_the_float_models_output(calibration):
     """--qat-target float: the QAT targets are the float model's (clamped, eval-mode) outputs on
     the very inputs of the step, so the int8 network learns to reproduce its float original."""
-    from quantize.cli import _float_model_targets
+    from quantize.api import _float_model_targets
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1)).train()

@@ -3,8 +3,15 @@
 * :mod:`zoo.train.config`: the config dataclasses, strict YAML loading, ``--set`` overrides;
 * :mod:`zoo.train.data`: the seeded, seekable stream of training patches and the validation split;
 * :mod:`zoo.train.losses`: PSNR / L1 / Charbonnier losses over multi-stage outputs;
-* :mod:`zoo.train.engine`: the loop (checkpoints, resume, EMA, AMP, DDP, logging);
+* :mod:`zoo.train.engine`: the loop (AMP, validation, the best/final weights) that joins
+  :mod:`~zoo.train.models` (building the network), :mod:`~zoo.train.checkpointing` (atomic
+  checkpoints, resume), :mod:`~zoo.train.runlog` (log.csv, TensorBoard), :mod:`~zoo.train.ema`
+  and :mod:`~zoo.train.distributed` (DDP setup);
 * :mod:`zoo.train.distill`: teacher-student distillation with feature adapters.
+
+Training phases (:class:`zoo.train.engine.TrainingPhase`) extend a run from an iteration on;
+quantize/ provides quantization-aware training for the ``quantization`` config section, and the
+``zoo`` command (:mod:`zoo_cli.main`) hands it to :func:`run` (zoo/ never imports quantize/).
 
 This module only defines the command-line glue and imports torch lazily.
 """
@@ -30,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, *, distill: bool = False) -> int:
+def run(args: argparse.Namespace, *, distill: bool = False, phases: dict | None = None) -> int:
     """Run ``zoo train`` (or ``zoo distill``) from parsed arguments; returns the exit status.
+
+    ``phases``: config section -> training-phase factory offered to the run (see
+    :func:`zoo.train.engine.train`); the ``zoo`` command passes quantize/'s QAT phase.
 
     User errors (bad config, missing data, NaN loss, failed checkpoint) raise
     :class:`~zoo.errors.ZooError`, which the CLI prints on one line (exit status 2).
@@ -43,17 +53,21 @@ def run(args: argparse.Namespace, *, distill: bool = False) -> int:
     if distill:
         from zoo.train.distill import distill as run_distill
 
-        result = run_distill(config, args.out, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet)
+        result = run_distill(config, args.out, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet,
+                             phases=phases)
     else:
         if config.distill is not None:
             raise ZooError(f"config {args.config} has a distill section", "run it with `zoo distill`")
         from zoo.train.engine import train
 
-        result = train(config, args.out, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet)
+        result = train(config, args.out, resume=args.resume, stop_at=args.stop_at, progress=not args.quiet,
+                       phases=phases)
     if result.final_weights is not None:
         print(f"final weights: {result.final_weights}")
         if result.final_ema_weights is not None:
             print(f"final EMA weights: {result.final_ema_weights}")
+    for name, path in result.phase_outputs.items():
+        print(f"{name.replace('_', ' ')}: {path}")
     if result.best_weights is not None:
         print(f"best validation PSNR {result.best_val_psnr:.2f} dB: {result.best_weights}")
     print(f"throughput: {result.iterations_per_second:.3f} it/s, {result.patches_per_second:.2f} patches/s")

@@ -1,7 +1,8 @@
 """Experiment configs for ``zoo train`` and ``zoo distill``: YAML files read into dataclasses, strictly.
 
 A config is a YAML mapping with the sections of :class:`ExperimentConfig` (``model``, ``data``,
-``loss``, ``optimizer``, ``schedule``, ``train`` and, for distillation, ``distill``). Every key is
+``loss``, ``optimizer``, ``schedule``, ``train``, for distillation ``distill`` and, for
+quantization-aware training, ``quantization``). Every key is
 checked: an unknown key or a value of the wrong type raises :class:`~zoo.errors.ZooError` naming
 the key path, e.g. ``optimizer.lr must be a number, got 'fast'``. Command-line overrides
 (``--set optimizer.lr=1e-4``) are applied to the YAML mapping before the check, so they are
@@ -189,6 +190,47 @@ class DistillConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    """Quantization-aware training (QAT) inside the run (the ``quantization`` section).
+
+    The run trains in float until ``start``, then continues with fake quantization (PT2E) and
+    writes the converted int8 model beside the weights (``OUT/quantized.pt2``). zoo/ only checks
+    these keys; the QAT itself is the training phase quantize/ provides (:mod:`quantize.qat_phase`).
+    """
+
+    #: Quantization recipe (``quantize/recipes``): ``xnnpack``, ``coreml`` or ``tflite``.
+    backend: str = "xnnpack"
+    #: Iteration at which fake quantization starts (0: QAT from the given weights).
+    start: int = 0
+    #: Iteration after which no observer updates its range (None: they observe to the end).
+    freeze_observers: int | None = None
+    #: Initial activation ranges: ``ptq`` (PTQ histogram ranges on training patches, then kept
+    #: fixed) or ``minmax`` (moving-average min/max of the training batches).
+    ranges: Literal["ptq", "minmax"] = "ptq"
+    #: Global training batches (at ``start``, ``start + 1``, ...) that calibrate ``ranges: ptq``
+    #: and the final range re-estimation.
+    calibration_batches: int = 4
+    #: Peak learning rate of the QAT phase (its own warm-up + ``schedule.type`` from ``start`` to
+    #: ``train.iterations``, down to ``eta_min``).
+    lr: float = 1e-5
+    warmup_iterations: int = 0
+    eta_min: float = 0.0
+    #: LSQ: the fake-quant scales (activations and weights) become parameters trained with the
+    #: straight-through estimator (torchao's LearnableFakeQuantize), starting from the observers'.
+    learnable_scales: bool = False
+    #: Weight of an extra loss (``loss.type``) between the output and the float model's output
+    #: (the weights at ``start``, frozen); 0 = off.
+    distill_from_float: float = 0.0
+    #: Recompute the activation ranges (PTQ histogram) with the final weights before converting.
+    reestimate_ranges: bool = False
+    #: Layers kept in float: ``first-last``, ``none`` or comma-separated module names.
+    mixed: str = "first-last"
+    #: Height and width (input pixels) of the saved int8 model; None = the model card's tile
+    #: (256 for models without a card).
+    tile: int | None = None
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment; see docs/training.md for every key."""
 
@@ -200,6 +242,7 @@ class ExperimentConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainingConfig = field(default_factory=TrainingConfig)
     distill: DistillConfig | None = None
+    quantization: QuantizationConfig | None = None
     #: Free text: where the recipe comes from, what it is for.
     description: str = ""
 
@@ -440,7 +483,41 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
                            "add {student: MODULE, teacher: MODULE} entries or set distill.beta: 0")
         for index, tap in enumerate(distill.features):
             _positive(tap.weight, f"distill.features[{index}].weight", allow_zero=True)
+    if config.quantization is not None:
+        _check_quantization(config)
     return config
+
+
+def _check_quantization(config: ExperimentConfig) -> None:
+    """The ``quantization`` section against itself and the rest of the run."""
+    quant, train = config.quantization, config.train
+    if not quant.backend:
+        raise ZooError("quantization.backend is empty", "set quantization.backend: xnnpack (or coreml, tflite)")
+    _positive(quant.start, "quantization.start", allow_zero=True)
+    if quant.start >= train.iterations:
+        raise ZooError(f"quantization.start ({quant.start}) is not before train.iterations ({train.iterations})",
+                       "start QAT earlier or train longer")
+    if quant.freeze_observers is not None and quant.freeze_observers < quant.start:
+        raise ZooError(f"quantization.freeze_observers ({quant.freeze_observers}) is before quantization.start "
+                       f"({quant.start})", "freeze at or after the start, or null")
+    _positive(quant.calibration_batches, "quantization.calibration_batches")
+    _positive(quant.lr, "quantization.lr")
+    _positive(quant.warmup_iterations, "quantization.warmup_iterations", allow_zero=True)
+    _positive(quant.eta_min, "quantization.eta_min", allow_zero=True)
+    if quant.eta_min > quant.lr:
+        raise ZooError(f"quantization.eta_min ({quant.eta_min}) is above quantization.lr ({quant.lr})", _FIX)
+    _positive(quant.distill_from_float, "quantization.distill_from_float", allow_zero=True)
+    if quant.tile is not None:
+        _positive(quant.tile, "quantization.tile")
+    if config.loss.stage_weights is not None and len(config.loss.stage_weights) > 1:
+        raise ZooError("loss.stage_weights asks for every stage output, but the quantized graph returns the final one",
+                       "set loss.stage_weights: null for a run with a quantization section")
+    if train.amp != "none":
+        raise ZooError(f"train.amp is {train.amp!r}: fake quantization runs in float32",
+                       "set train.amp: none for a run with a quantization section")
+    if config.distill is not None and config.distill.beta > 0 and config.distill.features:
+        raise ZooError("distill.features tap modules of the float model, which the quantized graph no longer has",
+                       "set distill.beta: 0 (output distillation works with QAT)")
 
 
 # --------------------------------------------------------------------------------------------

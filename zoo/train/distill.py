@@ -25,8 +25,9 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.train.config import ExperimentConfig, FeatureTap
-from zoo.train.engine import TaskObjective, TrainResult, build_model, train
+from zoo.train.engine import TaskObjective, TrainResult, train
 from zoo.train.losses import pixel_loss
+from zoo.train.models import build_model
 
 
 class _FeatureRecorder:
@@ -164,11 +165,12 @@ class DistillationObjective(TaskObjective):
                 feature_total = value if feature_total is None else feature_total + value
             terms["distill_features"] = feature_total.detach()
             total = total + self.settings.beta * feature_total
-        return total, terms
+        return self.add_output_terms(outputs, degraded, total, terms), terms
 
 
 def distill(config: ExperimentConfig, out_dir: str | Path | None = None, **kwargs) -> TrainResult:
-    """Run :func:`zoo.train.engine.train` with a :class:`DistillationObjective` (same arguments).
+    """Run :func:`zoo.train.engine.train` with a :class:`DistillationObjective` (same arguments,
+    ``phases`` included: a distilled student can be trained quantization-aware).
 
     The final weights hold the student only; the adapters live in the checkpoints.
     """

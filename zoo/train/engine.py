@@ -13,28 +13,30 @@ folder::
 Reproducibility: the patch stream and the learning rate are pure functions of the iteration
 (see :mod:`zoo.train.data`), and a checkpoint holds the weights, EMA weights, optimizer and
 loss-scaler state and the RNG states, so ``--resume`` continues bit for bit the run that was
-interrupted. A checkpoint is written into a temporary folder, renamed into place, and only then
-named in ``latest.json`` (atomically): a failed save (disk full) leaves the previous checkpoint
-valid. ``state.pt`` holds only tensors, dicts, lists and numbers and is read with
-``torch.load(weights_only=True)``.
+interrupted.
 
-Data-parallel training: launched by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the
-environment) the loop joins a process group (gloo on CPU, nccl on CUDA), wraps the model in
+Training phases: an extension (:class:`TrainingPhase`) can take over the model from an
+iteration on, e.g. quantization-aware training (the ``quantization`` config section, implemented
+by :mod:`quantize.qat_phase`, since zoo/ never imports quantize/). The caller passes the phases it
+offers (``train(..., phases=...)``; ``zoo train`` gets them from :mod:`zoo_cli.main`); a config
+section no given phase implements is refused.
+
+Data-parallel training: launched by ``torchrun`` the loop wraps the model in
 DistributedDataParallel and gives each process its share of every global batch; only rank 0
 writes files.
+
+The pieces live beside this module, one concern each: :mod:`zoo.train.models` (building the
+network), :mod:`zoo.train.checkpointing` (checkpoint state, atomic saves, resume),
+:mod:`zoo.train.runlog` (log.csv, TensorBoard), :mod:`zoo.train.ema` and
+:mod:`zoo.train.distributed`. This module is the loop that joins them.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
 import hashlib
 import inspect
-import json
 import math
-import os
 import random
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -46,16 +48,19 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.train.config import ExperimentConfig, ModelSpec, ScheduleConfig
+from zoo.train.checkpointing import (CHECKPOINT_FORMAT, CHECKPOINTS, EMA_FILE, STATE_FILE, WEIGHTS_FILE,
+                                     format_config_change, latest_checkpoint, layout_digest, read_state,
+                                     resume_source, rng_state, save_checkpoint, set_rng_state)
+from zoo.train.config import ExperimentConfig, ScheduleConfig
+from zoo.train.distributed import DistributedState, close_distributed, init_distributed, pick_device
+from zoo.train.ema import EMA
 from zoo.train.losses import StageLoss
+from zoo.train.models import build_model
+from zoo.train.runlog import CsvLog, LogWindow, open_tensorboard
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest.json"
-STATE_FILE = "state.pt"
-WEIGHTS_FILE = "weights.safetensors"
-EMA_FILE = "ema.safetensors"
-#: Version of the checkpoint layout written here (checked on resume).
-CHECKPOINT_FORMAT = 1
+#: Names other modules import from here (the loop's public face, including re-exports).
+__all__ = ["EMA", "PhaseContext", "TaskObjective", "TrainResult", "TrainingDiverged", "TrainingPhase", "build_model",
+           "latest_checkpoint", "learning_rate", "train"]
 
 
 class TrainingDiverged(ZooError):
@@ -82,91 +87,16 @@ class TrainResult:
     #: Training speed over this call's steps after the first (data + forward + backward + update).
     iterations_per_second: float = 0.0
     patches_per_second: float = 0.0
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-
-
-#: Families whose class is known without loading the registry (the others are found through it).
-_FAMILY_CLASSES = {"hinet": "zoo.models.hinet:HINet", "hinet-lite": "zoo.models.hinet_lite:HINetLite"}
-
-
-def _family_class(family: str):
-    """The nn.Module class of a model family: ``package.module:Class`` or a registered family name."""
-    import importlib
-
-    if ":" in family:
-        module_name, _, class_name = family.partition(":")
-        if not module_name.startswith("zoo."):
-            raise ZooError(f"model.family {family!r} is outside the zoo package", "use zoo.models.MODULE:CLASS")
-        try:
-            return getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as err:
-            raise ZooError(f"model.family {family!r} cannot be imported ({err})",
-                           "check the module and class name") from err
-    if family in _FAMILY_CLASSES:
-        return _family_class(_FAMILY_CLASSES[family])
-    from zoo.registry import list_models
-
-    cards = [card for card in list_models() if card.family == family and not card.zero_shot]
-    if not cards:
-        families = sorted({card.family for card in list_models() if not card.zero_shot})
-        raise ZooError(f"unknown model family {family!r}",
-                       f"use one of {', '.join(families)} or zoo.models.MODULE:CLASS")
-    with torch.device("meta"):  # only the class is wanted: build without allocating memory
-        return type(cards[0].builder())
-
-
-def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
-    """A freshly initialised network from ``spec`` (plus ``spec.weights`` if set) and its size multiple.
-
-    ``spec.weights`` may be a checkpoint path, or ``shipped`` for the weights the zoo ships.
-    Initialisation draws from torch's global RNG (seed it first for a reproducible start).
-    """
-    from zoo.checkpoints import load_weights
-
-    if spec.name:
-        from zoo.registry import get_card
-
-        card = get_card(spec.name)
-        if card.zero_shot:
-            raise ZooError(f"{spec.name} fits each image from scratch and cannot be trained", "pick a trainable model")
-        model = card.builder()
-        size_multiple = card.size_multiple
-        weights = spec.weights
-        if weights == "shipped":
-            if not card.has_weights:
-                raise ZooError(f"{what}.weights is 'shipped' but the zoo ships no weights for {spec.name}",
-                               "pass a checkpoint path")
-            weights = card.weights_path
-    else:
-        cls = _family_class(spec.family)
-        try:
-            model = cls(**spec.kwargs)
-        except TypeError as err:
-            raise ZooError(f"{what}.kwargs do not fit {cls.__name__}: {err}",
-                           f"use the arguments of {cls.__name__}{inspect.signature(cls)}") from err
-        size_multiple = int(getattr(model, "size_multiple", 1))
-        weights = None if spec.weights == "shipped" else spec.weights
-        if spec.weights == "shipped":
-            raise ZooError(f"{what}.weights 'shipped' needs {what}.name", "pass a checkpoint path")
-    if weights:
-        load_weights(model, weights)
-    return model, size_multiple
-
-
-def _supports_stages(model: nn.Module) -> bool:
-    return "return_stages" in inspect.signature(model.forward).parameters
-
-
-def _layout_digest(module: nn.Module) -> str:
-    text = ";".join(f"{key}:{tuple(value.shape)}" for key, value in module.state_dict().items())
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    #: Files the training phases wrote when the run finished, by name (QAT: ``quantized_model``).
+    phase_outputs: dict[str, Path] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
 # Objectives: what the loop minimises. Distillation (zoo.train.distill) extends TaskObjective.
+
+
+def _supports_stages(model: nn.Module) -> bool:
+    return "return_stages" in inspect.signature(model.forward).parameters
 
 
 class TaskObjective:
@@ -175,6 +105,9 @@ class TaskObjective:
     def __init__(self, config: ExperimentConfig):
         loss = config.loss
         self.loss = StageLoss(loss.type, loss.stage_weights, loss.charbonnier_eps)
+        #: (name, weight, term(final output, degraded input) -> scalar) added to the loss; a
+        #: training phase adds its own (QAT: distillation from the float model).
+        self.output_terms: list[tuple[str, float, object]] = []
 
     def prepare(self, model: nn.Module, device: torch.device, sample: torch.Tensor) -> None:
         """Called once with the bare model (before DDP) and an input batch of the training size."""
@@ -189,9 +122,100 @@ class TaskObjective:
     def forward_model(self, model: nn.Module, degraded: torch.Tensor):
         return model(degraded, return_stages=True) if self.loss.needs_stages else model(degraded)
 
+    def add_output_terms(self, outputs, degraded: torch.Tensor, total: torch.Tensor, terms: dict):
+        """``total`` plus the weighted :attr:`output_terms` of the final output; records each in ``terms``."""
+        final = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+        for name, weight, term in self.output_terms:
+            value = term(final, degraded)
+            terms[name] = value.detach()
+            total = total + weight * value
+        return total
+
     def __call__(self, model: nn.Module, degraded: torch.Tensor, target: torch.Tensor):
         """(scalar loss, {term name: detached tensor}) for one batch."""
-        return self.loss(self.forward_model(model, degraded), target)
+        outputs = self.forward_model(model, degraded)
+        total, terms = self.loss(outputs, target)
+        return self.add_output_terms(outputs, degraded, total, terms), terms
+
+
+# --------------------------------------------------------------------------------------------
+# Training phases: extensions that take over the model from an iteration on (QAT).
+
+
+@dataclass
+class PhaseContext:
+    """What a :class:`TrainingPhase` may use of the run (rank 0 and every other process alike)."""
+
+    config: ExperimentConfig
+    #: The float model the run was built with; its parameters stay the trained weights.
+    model: nn.Module
+    #: The EMA copy of ``model`` (None without ``train.ema_decay``).
+    ema_model: nn.Module | None
+    device: torch.device
+    #: NCHW input batch of the training size (zeros), for tracing.
+    example: torch.Tensor
+    #: Input height and width must be multiples of this.
+    size_multiple: int
+    #: ``count -> [NCHW degraded batch, ...]``: the global training batches at the phase start,
+    #: identical on every process (calibration data).
+    training_batches: object
+    out_dir: Path
+    #: Whether this process writes files (rank 0).
+    main: bool
+    say: object
+
+
+class TrainingPhase:
+    """An extension of the loop that trains another module from iteration :attr:`start` on.
+
+    The engine calls, in this order: :meth:`check` once at setup (fail before any training);
+    :meth:`enter` at ``start`` (or when resuming a checkpoint written after it, with
+    ``restoring=True``, followed by :meth:`load_state_dict`); :meth:`learning_rate` and
+    :meth:`before_step` / :meth:`after_step` around every step from then on; :meth:`evaluating`
+    around validation; :meth:`state_dict` at each checkpoint; :meth:`finish` when the run ends
+    (rank 0). The module :meth:`enter` returns shares its float parameters with ``context.model``,
+    so the weights files stay float state dicts of the configured model.
+    """
+
+    #: The config section the phase implements; also its key in the checkpoint state.
+    section = ""
+    #: First iteration (0-based) trained by the phase.
+    start = 0
+
+    def check(self, context: PhaseContext) -> None:
+        """Raise :class:`ZooError` when the phase cannot run (missing backend, bad settings)."""
+
+    def enter(self, context: PhaseContext, *, restoring: bool) -> tuple[nn.Module, nn.Module | None]:
+        """(module trained from now on, its EMA counterpart or None); ``restoring``: the state follows."""
+        raise NotImplementedError
+
+    def output_terms(self) -> list[tuple[str, float, object]]:
+        """Extra loss terms while the phase runs (see :attr:`TaskObjective.output_terms`)."""
+        return []
+
+    def learning_rate(self, iteration: int) -> float:
+        raise NotImplementedError
+
+    def before_step(self, iteration: int) -> None:
+        """Called before the step that starts at ``iteration``."""
+
+    def after_step(self, iteration: int) -> None:
+        """Called after the step (and the EMA update) that started at ``iteration``."""
+
+    def evaluating(self, module: nn.Module):
+        """Context manager around validation forward passes of ``module`` (e.g. observers off)."""
+        return nullcontext()
+
+    def state_dict(self) -> dict:
+        """The phase's state for the checkpoint (tensors, dicts, lists and numbers)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def finish(self, context: PhaseContext, evaluated: nn.Module, iteration: int) -> dict[str, Path]:
+        """Write the phase's results (rank 0, run finished); returns {name: path}."""
+        return {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,245 +238,13 @@ def learning_rate(schedule: ScheduleConfig, base_lr: float, total: int, iteratio
     return rate
 
 
-class EMA:
-    """Exponential moving average of a model's parameters (buffers are copied).
-
-    After update ``n`` (1-based) the decay is ``min(decay, (1 + n) / (10 + n))``, the warm-up of
-    TensorFlow's ExponentialMovingAverage, so that early EMA weights are not stuck at the random
-    initialisation (with decay 0.999 the plain average needs thousands of steps to forget it).
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        for parameter in self.module.parameters():
-            parameter.requires_grad_(False)
-
-    def decay_at(self, update: int) -> float:
-        return min(self.decay, (1.0 + update) / (10.0 + update))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, update: int) -> None:
-        """Blend ``model``'s weights in; ``update`` counts the updates so far including this one."""
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay_at(update))
-        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_request: str) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = device_request != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns)
-
-
-def _pick_device(request: str, dist_state: _Dist, say) -> torch.device:
-    if request == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        if request != "auto":
-            say(f"train.device is {request} but CUDA is not available: training on the CPU instead")
-        return torch.device("cpu")
-    if dist_state.active:
-        return torch.device("cuda", dist_state.local_rank)
-    return torch.device(request if request != "auto" else "cuda")
-
-
-def _rng_state() -> dict:
-    """Global RNG states as tensors, lists and numbers only (readable with weights_only=True)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    version, mt_state, gauss_next = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": torch.tensor(mt_state, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    python_state = state["python"]
-    random.setstate((python_state["version"], tuple(int(v) for v in python_state["state"].tolist()),
-                     python_state["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _write_state(state: dict, path: Path) -> None:
-    """torch.save of the training state (separate so tests can simulate a full disk)."""
-    torch.save(state, path)
-
-
-def _read_state(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ZooError(f"training state {path} cannot be read safely ({str(err).splitlines()[0][:200]})",
-                       "resume from an intact checkpoint (point latest.json at an older one)") from err
-
-
-class _CsvLog:
-    """Append-only CSV of the logged rows; on resume keeps only the rows up to the resumed iteration."""
-
-    def __init__(self, path: Path, resume_at: int | None):
-        self.path = path
-        self.fields: list[str] | None = None
-        if resume_at is not None and path.is_file():
-            with path.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                rows = [row for row in reader if int(row["iteration"]) <= resume_at]
-                self.fields = reader.fieldnames
-            self._rewrite(rows)
-        elif path.exists():
-            path.unlink()
-
-    def _rewrite(self, rows) -> None:
-        from zoo.atomic import atomic_path
-
-        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields or ["iteration"])
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def write(self, row: dict) -> None:
-        if self.fields is None:
-            self.fields = list(row)
-        if any(key not in self.fields for key in row):  # a new column (e.g. val_psnr): rewrite with it
-            rows = []
-            if self.path.exists():
-                with self.path.open(newline="") as handle:
-                    rows = list(csv.DictReader(handle))
-            self.fields += [key for key in row if key not in self.fields]
-            self._rewrite(rows)
-        new_file = not self.path.exists()
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({key: row.get(key, "") for key in self.fields})
-
-
-def _tensorboard(out_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
-
-
-def _format_config_change(old: dict, new: dict, prefix: str = "") -> list[str]:
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += _format_config_change(a, b, path + ".")
-        elif a != b:
-            changes.append(f"{path}: {a!r} -> {b!r}")
-    return changes
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def checkpoint_dir_name(iteration: int) -> str:
-    return f"iter_{iteration:08d}"
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint folder ``OUT/checkpoints/latest.json`` names, or None when there is none."""
-    pointer = Path(out_dir) / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    try:
-        name = json.loads(pointer.read_text())["path"]
-    except (ValueError, KeyError) as err:
-        raise ZooError(f"{pointer} is damaged", "point it at an intact checkpoint folder or delete it") from err
-    folder = pointer.parent / name
-    if not (folder / STATE_FILE).is_file():
-        raise ZooError(f"{pointer} names {folder}, which holds no {STATE_FILE}",
-                       "restore the folder or delete latest.json")
-    return folder
-
-
-def _save_checkpoint(out_dir: Path, iteration: int, model: nn.Module, ema: EMA | None, state: dict,
-                     metadata: dict[str, str], keep: int) -> Path:
-    """Write checkpoint ``iteration`` so that a failure leaves the previous one intact; returns its folder."""
-    from zoo.atomic import write_json
-    from zoo.checkpoints import save_weights
-
-    root = out_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_dir_name(iteration)
-    partial = root / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        partial.mkdir()
-        save_weights(model, partial / WEIGHTS_FILE, metadata=metadata)
-        if ema is not None:
-            save_weights(ema.module, partial / EMA_FILE, metadata=metadata)
-        _write_state(state, partial / STATE_FILE)
-        if final.exists():  # the same iteration saved again (e.g. a stop_at that is also periodic)
-            stale = root / f".{final.name}.stale-{os.getpid()}"
-            os.replace(final, stale)
-            os.replace(partial, final)
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.replace(partial, final)
-        write_json(root / LATEST, {"iteration": iteration, "path": final.name})
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    # Prune the oldest periodic checkpoints (never the one latest.json names).
-    existing = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("iter_"))
-    for old in existing[:-keep]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 # --------------------------------------------------------------------------------------------
 # The loop
 
 
 def train(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume: bool | str | Path = False,
-          stop_at: int | None = None, progress: bool = True, objective=None) -> TrainResult:
+          stop_at: int | None = None, progress: bool = True, objective=None,
+          phases: dict | None = None) -> TrainResult:
     """Train ``config`` into ``out_dir`` (default ``runs/<config.name>``); returns a :class:`TrainResult`.
 
     ``resume``: True continues from ``OUT/checkpoints/latest.json``; a path continues from that
@@ -460,66 +252,59 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume
     refused. ``stop_at``: stop (with a checkpoint) once this many iterations are done, keeping
     the schedule of ``train.iterations`` (for pre-emptible jobs; resume later).
     ``objective``: the loss (default :class:`TaskObjective`; distillation passes its own).
+    ``phases``: config section name -> ``factory(config) -> TrainingPhase`` of the extensions the
+    caller offers (``{"quantization": quantize.qat_phase.QATPhase}``); a config section that needs
+    one not given is refused with a :class:`ZooError`.
 
     Raises :class:`ZooError` for user errors, :class:`TrainingDiverged` when the loss becomes
     NaN/inf (nothing is saved from that point on; the last checkpoint stays the latest).
     """
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    dist_state = _init_distributed(config.train.device)
+    phase = _configured_phase(config, phases or {})
+    dist_state = init_distributed(config.train.device)
     try:
-        resume_dir = _resume_source(out_dir, resume)
-        run = _Run(config, out_dir, dist_state, objective)
+        resume_dir = resume_source(out_dir, resume)
+        run = _Run(config, out_dir, dist_state, objective, phase)
         start = run.restore(resume_dir) if resume_dir is not None else 0
         stop = config.train.iterations if stop_at is None else min(stop_at, config.train.iterations)
         if stop <= start:
             raise ZooError(f"stop_at {stop_at} is not after the start iteration {start}", "pass a larger --stop-at")
         return run.loop(start, stop, progress, resumed=resume_dir is not None)
     finally:
-        if dist_state.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        close_distributed(dist_state)
 
 
-def _resume_source(out_dir: Path, resume: bool | str | Path) -> Path | None:
-    """The checkpoint folder to resume from (None for a fresh run, which needs an unused folder)."""
-    if not resume:
-        if latest_checkpoint(out_dir) is not None:
-            raise ZooError(f"{out_dir} already holds a training run",
-                           "pass --resume to continue it, or --out NEW_FOLDER")
+#: Config sections implemented by training phases outside zoo/, and who provides them.
+PHASE_SECTIONS = {"quantization": "quantize (quantize.qat_phase.QATPhase)"}
+
+
+def _configured_phase(config: ExperimentConfig, phases: dict) -> TrainingPhase | None:
+    """The phase the config asks for (None when it asks for none); refuses a section no phase implements."""
+    wanted = [section for section in PHASE_SECTIONS if getattr(config, section, None) is not None]
+    if not wanted:
         return None
-    source = out_dir if resume is True else Path(resume)
-    folder = source if (source / STATE_FILE).is_file() else latest_checkpoint(source)
-    if folder is None:
-        raise ZooError(f"--resume: no checkpoint in {source / CHECKPOINTS}", "run without --resume to start afresh")
-    return folder
-
-
-class _Window:
-    """Sums of the logged values since the last log row, and the time the steps took."""
-
-    def __init__(self):
-        self.steps, self.seconds, self.sums = 0, 0.0, {}
-
-    def add(self, seconds: float, values: dict[str, float]) -> None:
-        self.steps += 1
-        self.seconds += seconds
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-
-    def means(self) -> dict[str, float]:
-        return {key: value / self.steps for key, value in self.sums.items()}
-
-    @property
-    def iterations_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else 0.0
+    if len(wanted) > 1:
+        raise ZooError(f"the config has {' and '.join(wanted)} sections; a run takes one training phase",
+                       "keep one of them")
+    (section,) = wanted
+    if section not in phases:
+        raise ZooError(f"the config has a {section} section, but this training run was started without the "
+                       f"{section} extension (provided by {PHASE_SECTIONS[section]})",
+                       "run it with the zoo command (zoo train / zoo distill), or pass "
+                       f"phases={{'{section}': ...}} to zoo.train.engine.train")
+    return phases[section](config)
 
 
 class _Run:
     """One training run: the model, its optimizer and data, and what the loop does with them."""
 
-    def __init__(self, config: ExperimentConfig, out_dir: Path, dist_state: _Dist, objective):
+    def __init__(self, config: ExperimentConfig, out_dir: Path, dist_state: DistributedState, objective,
+                 phase: TrainingPhase | None = None):
         self.config, self.out_dir, self.dist = config, out_dir, dist_state
+        self.phase = phase
+        #: Whether the phase has taken over (from phase.start on); train_model/ema_graph are its modules.
+        self.phase_active = False
+        self.ema_graph: nn.Module | None = None
         self.tcfg, self.dcfg = config.train, config.data
         self.main = dist_state.main
         self.bar = None
@@ -530,6 +315,8 @@ class _Run:
         self.last_checkpoint: int | None = None
         self.config_dict = config.to_dict()
         self.metadata = {"zoo_model": self.identity, "zoo_config": config.name}
+        if self.phase is not None:
+            self.phase.check(self.phase_context())
 
     # ---- setup
 
@@ -546,7 +333,7 @@ class _Run:
         tcfg = self.tcfg
         if tcfg.threads is not None:
             torch.set_num_threads(tcfg.threads)
-        self.device = _pick_device(tcfg.device, self.dist, self.say)
+        self.device = pick_device(tcfg.device, self.dist, self.say)
         self.on_cuda = self.device.type == "cuda"
         if not self.on_cuda and (tcfg.amp != "none" or tcfg.channels_last):
             self.say("train.amp and train.channels_last apply on CUDA only: training on the CPU in float32")
@@ -555,6 +342,42 @@ class _Run:
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def phase_context(self) -> PhaseContext:
+        def training_batches(count: int) -> list[torch.Tensor]:
+            # Every sample of the global batch, so that all processes see the same data.
+            first = self.phase.start
+            return [torch.stack([self.batches.sample(first + i, k)[0] for k in range(self.dcfg.batch_size)])
+                    for i in range(count)]
+
+        return PhaseContext(config=self.config, model=self.model,
+                            ema_model=self.ema.module if self.ema is not None else None, device=self.device,
+                            example=torch.zeros(2, 3, self.input_patch, self.input_patch, device=self.device),
+                            size_multiple=self.size_multiple,
+                            training_batches=training_batches, out_dir=self.out_dir, main=self.main, say=self.say)
+
+    def _build_optimizer(self, parameters: list) -> None:
+        self.params = parameters + self.extra_params
+        opt = self.config.optimizer
+        optimizer_class = torch.optim.Adam if opt.type == "adam" else torch.optim.AdamW
+        self.optimizer = optimizer_class(self.params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.dist.active:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, device_ids=[self.device.index] if self.on_cuda else None)
+
+    def enter_phase(self, iteration: int, restoring: bool) -> None:
+        """Hand the model over to the training phase: its module, a fresh optimizer, its loss terms."""
+        graph, self.ema_graph = self.phase.enter(self.phase_context(), restoring=restoring)
+        self.phase_active = True
+        self._build_optimizer([p for p in graph.parameters() if p.requires_grad])
+        self.train_model = self._wrap(graph)
+        self.objective.output_terms.extend(self.phase.output_terms())
+        if not restoring:
+            self.say(f"iteration {iteration}: {self.phase.section} phase starts")
 
     def _setup_model(self, objective) -> None:
         config, tcfg, dcfg = self.config, self.tcfg, self.dcfg
@@ -574,6 +397,7 @@ class _Run:
             raise ZooError(f"data.patch_size {dcfg.patch_size} gives {input_patch}-pixel inputs, not a multiple of "
                            f"{self.size_multiple} as {self.identity} needs",
                            f"use a patch size that is a multiple of {self.size_multiple * scale}")
+        self.input_patch = input_patch
         model = self.model.to(self.device).train()
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -587,16 +411,9 @@ class _Run:
         for module in self.extra_modules.values():
             module.to(self.device).train()
         self.extra_params = [p for module in self.extra_modules.values() for p in module.parameters()]
-        self.params = list(model.parameters()) + self.extra_params
-        opt = config.optimizer
-        optimizer_class = torch.optim.Adam if opt.type == "adam" else torch.optim.AdamW
-        self.optimizer = optimizer_class(self.params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+        self._build_optimizer(list(model.parameters()))
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.train_model: nn.Module = model
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.train_model = DistributedDataParallel(model, device_ids=[self.device.index] if self.on_cuda else None)
+        self.train_model: nn.Module = self._wrap(model)
 
     def _setup_data(self) -> None:
         from zoo.train.data import (PatchBatches, _paired_source, _try_data_root, split_pool, training_pool,
@@ -630,25 +447,28 @@ class _Run:
             "format": CHECKPOINT_FORMAT,
             "iteration": iteration,
             "model": self.identity,
-            "layout": _layout_digest(self.model),
+            "layout": layout_digest(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "objective": {name: module.state_dict() for name, module in self.extra_modules.items()},
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "sampler": {"seed": self.tcfg.seed, "next_iteration": iteration, "global_batch": self.dcfg.batch_size,
                         "world_size": self.dist.world_size, "pool_digest": self.pool_digest},
             "best_val_psnr": self.best_psnr,
             "config": self.config_dict,
+            "phase": ({"section": self.phase.section, "active": self.phase_active,
+                       "state": self.phase.state_dict() if self.phase_active else {}}
+                      if self.phase is not None else {}),
         }
 
     def restore(self, folder: Path) -> int:
         """Load checkpoint ``folder`` into this run; returns the iteration to continue from."""
         from zoo.checkpoints import load_weights, read_state_dict
 
-        saved = _read_state(folder / STATE_FILE)
+        saved = read_state(folder / STATE_FILE)
         if saved.get("format") != CHECKPOINT_FORMAT:
             raise ZooError(f"{folder} was written by another version of the trainer", "start a new run")
-        if saved["model"] != self.identity or saved["layout"] != _layout_digest(self.model):
+        if saved["model"] != self.identity or saved["layout"] != layout_digest(self.model):
             raise ZooError(f"checkpoint {folder} was trained for model {saved['model']} but this config "
                            f"builds {self.identity}", "resume with the config of that run, or train into another --out")
         load_weights(self.model, read_state_dict(folder / WEIGHTS_FILE))
@@ -661,10 +481,17 @@ class _Run:
             if name not in saved["objective"]:
                 raise ZooError(f"checkpoint {folder} has no state for {name}", "resume with the config of that run")
             module.load_state_dict(saved["objective"][name])
+        phase_state = saved.get("phase") or {}
+        if phase_state.get("active"):
+            if self.phase is None or phase_state.get("section") != self.phase.section:
+                raise ZooError(f"checkpoint {folder} was written during the {phase_state.get('section')} phase, "
+                               "but this config has no such section", "resume with the config of that run")
+            self.enter_phase(int(saved["iteration"]), restoring=True)
+            self.phase.load_state_dict(phase_state["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         start = int(saved["iteration"])
         self.best_psnr = saved.get("best_val_psnr")
         self.last_checkpoint = start
@@ -672,7 +499,7 @@ class _Run:
         if sampler["pool_digest"] != self.pool_digest or sampler["global_batch"] != self.dcfg.batch_size:
             self.say("the training images or batch size differ from the checkpoint's: the run continues, "
                      "but not bit for bit as the original would have")
-        changes = _format_config_change(saved["config"], self.config_dict)
+        changes = format_config_change(saved["config"], self.config_dict)
         if changes:
             self.say("resuming with changed settings: " + "; ".join(changes))
         if start >= self.tcfg.iterations:
@@ -687,7 +514,7 @@ class _Run:
         error = None
         if self.main:
             try:
-                _save_checkpoint(self.out_dir, iteration, self.model, self.ema, self.training_state(iteration),
+                save_checkpoint(self.out_dir, iteration, self.model, self.ema, self.training_state(iteration),
                                  {**self.metadata, "iteration": str(iteration)}, self.tcfg.keep_checkpoints)
             except OSError as err:
                 error = err
@@ -714,7 +541,13 @@ class _Run:
         target = target.to(self.device, non_blocking=True)
         if self.channels_last:
             degraded = degraded.contiguous(memory_format=torch.channels_last)
-        lr = learning_rate(self.config.schedule, self.config.optimizer.lr, self.tcfg.iterations, iteration)
+        if self.phase is not None and not self.phase_active and iteration >= self.phase.start:
+            self.enter_phase(iteration, restoring=False)
+        if self.phase_active:
+            self.phase.before_step(iteration)
+            lr = self.phase.learning_rate(iteration)
+        else:
+            lr = learning_rate(self.config.schedule, self.config.optimizer.lr, self.tcfg.iterations, iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -752,11 +585,23 @@ class _Run:
             self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model, iteration + 1)
+        if self.phase_active:
+            self.phase.after_step(iteration)
         return loss_value, {key: float(value) for key, value in terms.items()}, lr
 
     def evaluated_model(self) -> nn.Module:
-        """The weights that are validated and kept as best: the EMA weights when enabled."""
+        """The module that is validated: the EMA weights when enabled; the phase's module once it runs."""
+        if self.phase_active:
+            return self.ema_graph if self.ema_graph is not None else self.train_model_module()
         return self.ema.module if self.ema is not None else self.model
+
+    def evaluated_weights(self) -> nn.Module:
+        """The float module whose weights are saved as best: the EMA weights when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def train_model_module(self) -> nn.Module:
+        """The trained module without its DDP wrapper."""
+        return getattr(self.train_model, "module", self.train_model) if self.dist.active else self.train_model
 
     def validate(self, iteration: int) -> float:
         """Mean PSNR (dB, RGB, outputs clamped to [0, 1]) on the validation images; saves a new best."""
@@ -768,7 +613,8 @@ class _Run:
         was_training = net.training
         net.eval()
         scores = []
-        with torch.no_grad():
+        evaluating = self.phase.evaluating(net) if self.phase_active else nullcontext()
+        with torch.no_grad(), evaluating:
             for item in self.validation:
                 with self.autocast():
                     restored = net(item.degraded.unsqueeze(0).to(self.device))
@@ -777,10 +623,12 @@ class _Run:
         value = float(np.mean(scores))
         if self.best_psnr is None or value > self.best_psnr:
             self.best_psnr = value
-            save_weights(net, self.out_dir / "best.safetensors",
+            save_weights(self.evaluated_weights(), self.out_dir / "best.safetensors",
                          metadata={**self.metadata, "iteration": str(iteration), "val_psnr": f"{value:.4f}"})
             write_json(self.out_dir / "best.json", {"iteration": iteration, "val_psnr": value,
-                                                    "weights": "ema" if self.ema is not None else "model"})
+                                                    "weights": "ema" if self.ema is not None else "model",
+                                                    **({"validated": f"{self.phase.section} (fake-quantized)"}
+                                                       if self.phase_active else {})})
         self.say(f"iteration {iteration}: validation PSNR {value:.2f} dB (best {self.best_psnr:.2f} dB)")
         return value
 
@@ -805,8 +653,8 @@ class _Run:
         if self.main:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json(out_dir / "config.json", self.config_dict)
-            csv_log = _CsvLog(out_dir / "log.csv", start if resumed else None)
-            tensorboard = _tensorboard(out_dir)
+            csv_log = CsvLog(out_dir / "log.csv", start if resumed else None)
+            tensorboard = open_tensorboard(out_dir)
             self.say(f"training {self.identity} for {tcfg.iterations} iterations on {self.device} "
                      f"({self.dist.world_size} process{'es' if self.dist.active else ''}, batch {dcfg.batch_size}, "
                      f"patch {dcfg.patch_size}, {len(self.batches.images)} training / {len(self.validation)} "
@@ -816,7 +664,7 @@ class _Run:
                                 dynamic_ncols=True)
         losses: list[tuple[int, float]] = []
         validations: list[tuple[int, float]] = []
-        window, speed = _Window(), _Window()
+        window, speed = LogWindow(), LogWindow()
         self.grad_norm = None
         started = time.perf_counter()
         loader = batch_loader(self.batches, start, dcfg.workers, pin_memory=self.on_cuda)
@@ -858,7 +706,7 @@ class _Run:
                         for key, value in row.items():
                             if key != "iteration" and value != "":
                                 tensorboard.add_scalar(key, float(value), done)
-                    window = _Window()
+                    window = LogWindow()
                 if (tcfg.checkpoint_interval and done % tcfg.checkpoint_interval == 0) or done == stop:
                     self.checkpoint(done)
         finally:
@@ -870,6 +718,11 @@ class _Run:
 
         finished = stop == tcfg.iterations
         final = final_ema = None
+        phase_outputs: dict[str, Path] = {}
+        if self.main and finished and self.phase_active:
+            phase_outputs = self.phase.finish(self.phase_context(), self.evaluated_model(), stop)
+            for name, path in phase_outputs.items():
+                self.say(f"{self.phase.section}: {name} {path}")
         if self.main and finished:
             final = save_weights(self.model, out_dir / "final.safetensors",
                                  metadata={**self.metadata, "iteration": str(stop)})
@@ -885,4 +738,5 @@ class _Run:
         return TrainResult(out_dir=out_dir, iteration=stop, finished=finished, final_weights=final,
                            final_ema_weights=final_ema, best_weights=best_path if best_path.is_file() else None,
                            best_val_psnr=self.best_psnr, losses=losses, validations=validations,
-                           iterations_per_second=its, patches_per_second=its * dcfg.batch_size)
+                           iterations_per_second=its, patches_per_second=its * dcfg.batch_size,
+                           phase_outputs=phase_outputs)
