@@ -11,11 +11,8 @@ Methods (``METHODS``):
 * ``inr-no-decay``: early stopping without the selective weight decay;
 * ``inr-no-early-stop``: no early stopping: the fit runs its whole step budget (``max_steps``),
   i.e. towards convergence, where it reproduces much of the noise;
-* ``nl-means``: scikit-image ``denoise_nl_means`` with sigma from ``estimate_sigma``, h = 0.8 sigma,
-  5x5 patches, 13x13 search window, fast mode (scikit-image's own example settings);
-* ``wavelet``: scikit-image ``denoise_wavelet``, BayesShrink soft thresholds with its internal
-  sigma estimate, in YCbCr (scikit-image's own example settings for colour);
-* ``cbm3d``: ``bm3d.bm3d_rgb`` told the true sigma (reference);
+* ``nl-means``, ``wavelet``, ``cbm3d`` (told the true sigma): the classical references of
+  :mod:`zoo.benchmarks.classical` (scikit-image's own example settings; CBM3D as the upper reference);
 * ``noisy``: the input itself.
 """
 
@@ -45,38 +42,6 @@ def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top:top + size, left:left + size].contiguous()
 
 
-def _to_numpy(image: torch.Tensor):
-    return image.permute(1, 2, 0).double().numpy()
-
-
-def _from_numpy(array) -> torch.Tensor:
-    return torch.from_numpy(array).permute(2, 0, 1).float()
-
-
-def _nl_means(noisy: torch.Tensor, sigma_255: float) -> tuple[torch.Tensor, dict]:
-    from skimage.restoration import denoise_nl_means, estimate_sigma
-
-    array = _to_numpy(noisy)
-    sigma = float(sum(estimate_sigma(array, channel_axis=-1)) / array.shape[-1])
-    out = denoise_nl_means(array, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5,
-                           patch_distance=6, channel_axis=-1)
-    return _from_numpy(out), {"noise_sigma": round(sigma * 255, 3)}
-
-
-def _wavelet(noisy: torch.Tensor, sigma_255: float) -> tuple[torch.Tensor, dict]:
-    from skimage.restoration import denoise_wavelet
-
-    out = denoise_wavelet(_to_numpy(noisy), channel_axis=-1, convert2ycbcr=True, method="BayesShrink",
-                          mode="soft", rescale_sigma=True)
-    return _from_numpy(out), {}
-
-
-def _cbm3d(noisy: torch.Tensor, sigma_255: float) -> tuple[torch.Tensor, dict]:
-    import bm3d
-
-    return _from_numpy(bm3d.bm3d_rgb(_to_numpy(noisy), sigma_255 / 255.0)), {}
-
-
 def _inr_method(name: str, config) -> Callable:
     from zoo.models.inr import ZeroShotINRDenoiser, ablation_config
 
@@ -95,7 +60,22 @@ def _method_runner(name: str, config) -> Callable:
         return _inr_method(name, config)
     if name == "noisy":
         return lambda noisy, sigma: (noisy, {})
-    return {"nl-means": _nl_means, "wavelet": _wavelet, "cbm3d": _cbm3d}[name]
+    from zoo.benchmarks import classical
+
+    if name == "cbm3d":  # told the true sigma
+        return lambda noisy, sigma: (classical.cbm3d(noisy, _KnownSigma(sigma), 0), {})
+    method = {"nl-means": classical.nl_means, "wavelet": classical.wavelet}[name]
+    return lambda noisy, sigma: (method(noisy), {})
+
+
+class _KnownSigma:
+    """Stands for the Gaussian degradation whose sigma (0-255) CBM3D is told."""
+
+    def __init__(self, sigma_255: float):
+        self.sigma_255 = sigma_255
+
+    def sigma_for(self, seed: int) -> float:
+        return self.sigma_255
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:

@@ -1,0 +1,363 @@
+"""``zoo benchmark TASK``: every shipped model of a task against the classical references.
+
+One run evaluates, on the same seeded degradations of the task's evaluation sets (image ``i``
+gets seed ``seed + i``, as ``zoo eval`` and ``zoo check``):
+
+* every model of the task that ships weights, as the float PyTorch model (``zoo eval``'s
+  protocol: tiled as an app would, outputs quantized to 8 bits) and, with ``--int8``, as its int8
+  ExecuTorch XNNPACK artifact (exported here with calibration on training images, then run tile
+  by tile by ``zoo check``: PSNR, drop against the float model, latency);
+* the classical references of :mod:`zoo.benchmarks.classical` (CBM3D told sigma, NL-means and
+  wavelet for denoising; Richardson-Lucy and Wiener told the true kernel for deblurring; the
+  degraded input itself; bicubic upscaling for super-resolution).
+
+Metrics follow the task (RGB PSNR/SSIM; BT.601 Y with a border crop of ``scale`` for SR). The
+results JSON is rewritten after every image, and a rerun with the same settings resumes where it
+stopped (``--restart`` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from zoo.errors import ZooError
+from zoo.tables import format_cell
+
+__all__ = ["TaskSuite", "SUITES", "run_benchmark", "format_benchmark", "main"]
+
+#: Version of the JSON written by :func:`run_benchmark`.
+BENCHMARK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TaskSuite:
+    """What ``zoo benchmark TASK`` measures for one task."""
+
+    task: str
+    #: Evaluation sets (never training data).
+    datasets: tuple[str, ...]
+    #: Degradation specs; each model and reference runs on each (SR models only on their scale).
+    degradations: tuple[str, ...]
+    #: Classical references (names in zoo.benchmarks.classical.CLASSICAL_METHODS).
+    references: tuple[str, ...]
+    #: Card tasks whose shipped models take part.
+    model_tasks: tuple[str, ...]
+
+
+#: The suite of every task. Deblurring is measured noise-free (the zoo's default) and with 1 %
+#: noise (sigma 2.55), the setting of the non-blind deconvolution literature (Schuler et al.
+#: 2013, Zhang et al. 2017 IRCNN), where deconvolution told the kernel can no longer invert it.
+SUITES: dict[str, TaskSuite] = {suite.task: suite for suite in (
+    TaskSuite("denoise", ("bsd68",), ("gaussian:15", "gaussian:25", "gaussian:50"),
+              ("input", "cbm3d", "nl-means", "wavelet"), ("denoise", "blind-denoise")),
+    TaskSuite("deblur", ("bsd68",), ("motion-blur", "motion-blur:noise=2.55"),
+              ("input", "richardson-lucy", "wiener"), ("deblur",)),
+    TaskSuite("derain", ("bsd68",), ("rain",), ("input",), ("derain",)),
+    TaskSuite("super-resolution", ("set5", "set14"), ("bicubic:x2", "bicubic:x3", "bicubic:x4"), ("input",),
+              ("super-resolution",)),
+)}
+
+
+def _suite(task: str) -> TaskSuite:
+    """The suite of ``task`` (any spelling the task table accepts, e.g. ``sr``)."""
+    from zoo.tasks import canonical_task
+
+    try:
+        name = canonical_task(task)
+    except ZooError:
+        name = None
+    if name not in SUITES:
+        raise ZooError(f"unknown task {task!r} for the benchmark", f"use one of {', '.join(sorted(SUITES))}")
+    return SUITES[name]
+
+
+def _models_of(suite: TaskSuite, names: list[str] | None) -> list:
+    """Cards taking part: the given names, else every non-zero-shot card of the task with weights."""
+    from zoo.registry import get_card, list_models
+
+    if names:
+        cards = [get_card(name) for name in names]
+        for card in cards:
+            if card.task not in suite.model_tasks:
+                raise ZooError(f"{card.name} is a {card.task} model, not {suite.task}",
+                               f"pick models of task {suite.task} (zoo list)")
+            if not card.has_weights:
+                raise ZooError(f"the zoo ships no weights for {card.name}", "benchmark shipped models only")
+        return cards
+    return [card for card in list_models()
+            if card.task in suite.model_tasks and card.has_weights and not card.zero_shot]
+
+
+def _cell_key(cell: dict) -> tuple:
+    return (cell["dataset"], cell["degradation"], cell["method"], cell["precision"])
+
+
+def _summary(images: list[dict]) -> dict:
+    def mean(key):
+        values = [row[key] for row in images if row.get(key) is not None]
+        return round(statistics.fmean(values), 4) if values else None
+
+    return {"images": len(images), "psnr": mean("psnr"), "ssim": mean("ssim"), "seconds": mean("seconds")}
+
+
+class _Store:
+    """The results JSON, rewritten atomically after every image so that a rerun resumes."""
+
+    def __init__(self, path: Path, settings: dict, restart: bool):
+        import json
+
+        self.path = path
+        previous = None
+        if path.is_file() and not restart:
+            try:
+                previous = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise ZooError(f"{path} is not a readable benchmark file ({err})",
+                               "pass --restart to start over, or another --json path") from err
+        if previous is not None and previous.get("settings") != settings:
+            raise ZooError(f"{path} holds a benchmark with other settings",
+                           "pass --restart to start over, or another --json path")
+        self.doc = previous or {"format": "zoo-benchmark", "format_version": BENCHMARK_FORMAT,
+                                "settings": settings, "cells": [], "complete": False}
+
+    def cell(self, dataset: str, degradation: str, method: str, precision: str, kind: str) -> dict:
+        key = (dataset, degradation, method, precision)
+        for cell in self.doc["cells"]:
+            if _cell_key(cell) == key:
+                return cell
+        cell = {"dataset": dataset, "degradation": degradation, "method": method, "precision": precision,
+                "kind": kind, "images": [], "complete": False}
+        self.doc["cells"].append(cell)
+        return cell
+
+    def save(self) -> None:
+        from zoo.atomic import write_json
+
+        write_json(self.path, self.doc)
+
+
+def _reference_cell(store: _Store, cell: dict, method, dataset: str, spec: str, settings, data_root, limit,
+                    seed, say: Callable[[str], None]) -> None:
+    from zoo.data.datasets import open_dataset
+    from zoo.data.degradations import parse_degradation
+    from zoo.data.io import quantize
+    from zoo.evaluate import measure
+
+    degradation = parse_degradation(spec)
+    data = open_dataset(dataset, degradation=degradation, data_root=data_root, limit=limit, seed=seed)
+    done = {row["image"] for row in cell["images"]}
+    for index in range(len(data)):
+        sample = data[index]
+        if sample.name in done:
+            continue
+        start = time.perf_counter()
+        restored = method.run(sample.degraded, degradation, seed + index)
+        seconds = time.perf_counter() - start
+        row = {"image": sample.name, **measure(quantize(restored.clamp(0, 1), 8), sample.target, settings),
+               "seconds": round(seconds, 4)}
+        cell["images"].append(row)
+        store.save()
+        say(f"[{index + 1}/{len(data)}] {dataset} {spec} {method.name}: {row['psnr']:.2f} dB {seconds:.1f} s")
+
+
+def _float_cell(store: _Store, cell: dict, card, dataset: str, spec: str, data_root, limit, seed,
+                progress: bool) -> None:
+    from zoo.evaluate import evaluate
+
+    result = evaluate(card.name, dataset, degradation=spec, data_root=data_root, limit=limit, seed=seed,
+                      progress=progress)
+    cell["images"] = [{"image": row["image"], "psnr": row["psnr"], "ssim": row["ssim"],
+                       "seconds": round(row["seconds"], 4)} for row in result["images"]]
+    cell["tile"], cell["overlap"], cell["device"] = result["tile"], result["overlap"], result["device"]
+    store.save()
+
+
+def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: Path, data_root, limit, seed,
+               progress: bool) -> None:
+    """Export the int8 XNNPACK artifact (once) and check it on the set (``zoo check``, resumable)."""
+    from export_mobile.api import export_model
+    from measure.check import run_check
+
+    if seed != 0:
+        raise ZooError("int8 rows are checked with seed 0 (zoo check's protocol)", "drop --seed or --int8")
+    tile = card.tile or 256
+    tile -= tile % card.size_multiple
+    folder = work / f"{card.name}-executorch-xnnpack-int8-{tile}"
+    if not (folder / "manifest.json").is_file():
+        export_model(card.name, "executorch-xnnpack", "int8", tile, folder, calibration="auto",
+                     data_root=data_root)
+    safe_spec = spec.replace(":", "").replace(",", "_").replace("=", "")
+    doc = run_check(folder, dataset, spec, data_root=data_root, limit=limit,
+                    json_path=work / f"check_{card.name}_{dataset}_{safe_spec}.json", progress=progress)
+    record = [r for r in doc["records"] if r["kind"] == "check"][-1]
+    cell["images"] = [{"image": image["name"], "psnr": image["psnr"], "ssim": image.get("ssim"),
+                       "seconds": round(image["latency_ms"] / 1000.0, 4),
+                       "float_psnr": image.get("reference_psnr")} for image in record["images"]]
+    drops = [row["float_psnr"] - row["psnr"] for row in cell["images"] if row.get("float_psnr") is not None]
+    cell.update(artifact=str(folder), tile=tile, drop_db=record["accuracy"].get("drop_db"),
+                worst_drop_db=max(drops) if drops else None, latency_ms_median=record["latency_ms"]["median"])
+    store.save()
+
+
+def run_benchmark(task: str, *, models: list[str] | None = None, references: list[str] | None = None,
+                  degradations: list[str] | None = None, datasets: list[str] | None = None,
+                  data_root: str | Path | None = None, limit: int | None = None, seed: int = 0,
+                  int8: bool = False, json_path: str | Path | None = None, work_dir: str | Path | None = None,
+                  restart: bool = False, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Run the quality benchmark of ``task``; returns the results document (also written to JSON).
+
+    ``models``: card names (default: every shipped model of the task); ``references``,
+    ``degradations``, ``datasets``: subsets of the task's suite (default: all of it); ``limit``: the
+    first N images of each set; ``int8``: also export and check each model's int8 XNNPACK
+    artifact (in ``work_dir``). PSNR in dB, SSIM in [0, 1], seconds per image.
+    """
+    from zoo.benchmarks.classical import classical_method
+    from zoo.data.degradations import parse_degradation
+    from zoo.evaluate import MetricSettings
+
+    suite = _suite(task)
+    cards = _models_of(suite, models)
+    reference_names = list(references) if references is not None else list(suite.references)
+    methods = [classical_method(name) for name in reference_names]
+    for method in methods:
+        if suite.task not in method.tasks:
+            raise ZooError(f"{method.name} is not a {suite.task} reference",
+                           f"use some of {', '.join(suite.references)}")
+        method.check_available()
+    specs = list(degradations or suite.degradations)
+    sets = list(datasets or suite.datasets)
+    for spec in specs:
+        parse_degradation(spec)  # a bad spec fails before any work
+    json_path = Path(json_path or Path("results") / f"benchmark_{suite.task}.json")
+    work = Path(work_dir or json_path.parent / f"benchmark_{suite.task}_artifacts")
+    settings = {"task": suite.task, "datasets": sets, "degradations": specs, "references": reference_names,
+                "models": [card.name for card in cards], "int8": int8, "limit": limit, "seed": seed}
+    store = _Store(json_path, settings, restart)
+    say = log or ((lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None))
+
+    for dataset in sets:
+        for spec in specs:
+            scale = parse_degradation(spec).scale
+            metric = MetricSettings.for_task(suite.task, scale)
+            store.doc.setdefault("metrics", {})[spec] = asdict(metric)
+            for method in methods:
+                cell = store.cell(dataset, spec, method.name, "float", "reference")
+                if not cell["complete"]:
+                    cell["told"] = method.told
+                    _reference_cell(store, cell, method, dataset, spec, metric, data_root, limit, seed, say)
+                    cell["complete"] = True
+                    store.save()
+            for card in cards:
+                if card.scale != scale:
+                    continue
+                cell = store.cell(dataset, spec, card.name, "float", "model")
+                if not cell["complete"]:
+                    _float_cell(store, cell, card, dataset, spec, data_root, limit, seed, progress)
+                    cell["complete"] = True
+                    store.save()
+                    say(f"{dataset} {spec} {card.name} float: {_summary(cell['images'])['psnr']:.2f} dB")
+                if int8:
+                    cell = store.cell(dataset, spec, card.name, "int8", "model")
+                    if not cell["complete"]:
+                        _int8_cell(store, cell, card, dataset, spec, work, data_root, limit, seed, progress)
+                        cell["complete"] = True
+                        store.save()
+    store.doc["complete"] = True
+    store.doc["summary"] = [dict(_cell_summary(cell), dataset=cell["dataset"], degradation=cell["degradation"],
+                                 method=cell["method"], precision=cell["precision"], kind=cell["kind"])
+                            for cell in store.doc["cells"]]
+    store.save()
+    return store.doc
+
+
+def _cell_summary(cell: dict) -> dict:
+    summary = _summary(cell["images"])
+    for key in ("drop_db", "worst_drop_db", "latency_ms_median", "told"):
+        if cell.get(key) is not None:
+            summary[key] = cell[key]
+    return summary
+
+
+def format_benchmark(doc: dict) -> str:
+    """The benchmark as a plain-text table: one block per (dataset, degradation), best PSNR first."""
+    lines = []
+    cells = doc["cells"]
+    blocks = []
+    for cell in cells:
+        block = (cell["dataset"], cell["degradation"])
+        if block not in blocks:
+            blocks.append(block)
+    for dataset, spec in blocks:
+        metric = doc.get("metrics", {}).get(spec, {})
+        channel = "Y (BT.601)" if metric.get("y_channel") else "RGB"
+        lines.append(f"{dataset}, {spec}: {channel} PSNR/SSIM, border crop {metric.get('crop_border', 0)}, "
+                     f"8-bit outputs, seed {doc['settings']['seed']}")
+        header = f"{'method':<22} {'prec':<5} {'told':<7} {'images':>6} {'PSNR':>7} {'SSIM':>7} {'drop':>7} {'s/img':>7}"
+        lines += [header, "-" * len(header)]
+        rows = [(cell, _cell_summary(cell)) for cell in cells if (cell["dataset"], cell["degradation"]) == (dataset, spec)]
+        rows.sort(key=lambda item: -(item[1]["psnr"] if item[1]["psnr"] is not None else float("-inf")))
+        for cell, summary in rows:
+            told = summary.get("told", "-") if cell["kind"] == "reference" else "nothing"
+            lines.append(f"{cell['method'][:22]:<22} {cell['precision']:<5} {told:<7} {summary['images']:>6} "
+                         f"{format_cell(summary['psnr'], '.2f'):>7} {format_cell(summary['ssim'], '.4f'):>7} "
+                         f"{format_cell(summary.get('drop_db'), '+.3f'):>7} {format_cell(summary['seconds'], '.2f'):>7}")
+        lines.append("")
+    lines.append("told: what a reference knows about the degradation (networks are told nothing); drop: float - "
+                 "int8 PSNR of the same model; s/img: float rows PyTorch on this host, int8 rows the artifact's "
+                 "median latency per image")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo benchmark",
+        description="Every shipped model of a task against classical references on the same seeded degradations: "
+                    "table + JSON, resumable.")
+    parser.add_argument("task", help=f"one of {', '.join(sorted(SUITES))}")
+    parser.add_argument("--models", help="comma-separated model names (default: every shipped model of the task)")
+    parser.add_argument("--references", help="comma-separated classical references (default: the task's)")
+    parser.add_argument("--degradations", help="semicolon-separated degradation specs (default: the task's)")
+    parser.add_argument("--datasets", help="comma-separated evaluation sets (default: the task's)")
+    parser.add_argument("--data-root", help="folder holding the datasets (default: $ZOO_DATA_ROOT, ../shared/datasets)")
+    parser.add_argument("--limit", type=int, help="only the first N images of each set (quick runs)")
+    parser.add_argument("--seed", type=int, default=0, help="degradation seed of the first image (default 0)")
+    parser.add_argument("--int8", action="store_true", help="also export and check each model's int8 XNNPACK artifact")
+    parser.add_argument("--json", type=Path, help="results JSON (default: results/benchmark_<task>.json)")
+    parser.add_argument("--work-dir", type=Path, help="folder for int8 artifacts (default: beside the JSON)")
+    parser.add_argument("--restart", action="store_true", help="start over instead of resuming the JSON's run")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def _split(text: str | None, sep: str = ",") -> list[str] | None:
+    return [part.strip() for part in text.split(sep) if part.strip()] if text else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``zoo benchmark``: returns the exit status (2 for a ZooError, printed as one line)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ZooError(f"--limit {args.limit} must be at least 1", "pass a positive number of images")
+        doc = run_benchmark(args.task, models=_split(args.models), references=_split(args.references),
+                            degradations=_split(args.degradations, ";"), datasets=_split(args.datasets),
+                            data_root=args.data_root, limit=args.limit, seed=args.seed, int8=args.int8,
+                            json_path=args.json, work_dir=args.work_dir, restart=args.restart,
+                            progress=not args.quiet)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+    print(format_benchmark(doc))
+    print(f"wrote {args.json or Path('results') / f'benchmark_{_suite(args.task).task}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
