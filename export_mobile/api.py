@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -358,7 +359,7 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
                  calibration: str | Path | None = None, calibration_images: int = 32,
                  quantized: str | Path | None = None, data_root: str | Path | None = None, mixed: str | None = None,
                  dynamic: bool = False, rewrite: bool = True, verify: bool = True, options: dict | None = None,
-                 cache: dict | None = None) -> ExportOutcome:
+                 cache: dict | None = None, progress: Callable[[str, str], None] | None = None) -> ExportOutcome:
     """Export zoo model ``model_name`` to ``target`` at ``precision`` into folder ``out_dir``.
 
     Args:
@@ -379,11 +380,17 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
             the difference to PyTorch (the float model; the PT2E model for int8).
         options: target-specific settings (e.g. ``compute_units`` for Core ML).
         cache: dict shared between calls (the matrix) to reuse quantized models.
+        progress: called as ``progress(step, detail)`` when each long step starts (prepare,
+            quantize, lower, write, verify), so a command can show where a minute goes.
     Returns:
         :class:`ExportOutcome`; ``out_dir`` then holds the artifact and ``manifest.json``.
     """
     started = time.perf_counter()
     from zoo.registry import create_model, get_card
+
+    def step(name: str, detail: str) -> None:
+        if progress is not None:
+            progress(name, detail)
 
     target_object = get_target(target)
     if precision not in PRECISIONS:
@@ -413,6 +420,7 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
     out_dir = Path(out_dir)
     existing = check_output_folder(out_dir, model_name)
 
+    step("prepare", f"building {model_name}" + (" (untrained)" if untrained else "") + " and its reference input")
     with torch.random.fork_rng():
         # Untrained (random) weights are the same in every export, so artifacts of one model for
         # different targets compute the same function; trained weights overwrite them anyway.
@@ -430,6 +438,8 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
     quantized_model, quantization = None, None
     if use_quantized_model:
         quantize_start = time.perf_counter()
+        step("quantize", f"int8 from {Path(quantized).name}" if quantized is not None else
+             f"calibrating int8 ({recipe}) on {calibration_images} crops from {calibration}")
         key = (model_name, str(weights), rewrite, recipe, tile_size, str(calibration), calibration_images,
                str(data_root), mixed)
         quantized_model, quantization = _quantized_model(
@@ -446,6 +456,7 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
         request = ExportRequest(model=model, example=example, precision=precision, out_path=temporary / name,
                                 quantized=quantized_model, options=dict(options or {}))
         lower_start = time.perf_counter()
+        step("lower", f"torch.export and lowering to {target} {precision} at {tile_size}x{tile_size}")
         result = target_object.export(request)
         timings["export_s"] = time.perf_counter() - lower_start
         artifact = Path(result.path)
@@ -469,6 +480,7 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
                 manifest["notes"].append("activations exceed the fp16 range in " + ", ".join(report["overflowing_layers"])
                                          + ": expect inf/NaN in fp16; use fp32 compute or int8 for this model")
         if verify:
+            step("verify", f"running {artifact.name} on the reference input against PyTorch")
             run_start = time.perf_counter()
             output, why_not = _run_artifact_once(target_object, artifact, manifest, example)
             timings["run_s"] = time.perf_counter() - run_start
@@ -479,6 +491,7 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
             if output is not None:
                 verification.update(compare_outputs(output, reference))
             manifest["verification"] = verification
+        step("write", f"manifest.json and {out_dir}")
         write_manifest(temporary, manifest)
         _publish(temporary, out_dir)
     except BaseException:

@@ -10,7 +10,6 @@ plan the demo apps follow.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -104,33 +103,16 @@ def run_artifact(artifact_or_dir: str | Path, inputs: Sequence[str | Path], outp
 
     ``output``: a file for one input, else a folder (results keep their input names). Every
     input is read and every output path checked before the first result is written; existing
-    outputs are refused unless ``overwrite``. Outputs keep the input's bit depth (PNG/TIFF) and
-    alpha channel, like ``zoo restore``.
+    outputs are refused unless ``overwrite``. Outputs keep the input's bit depth (PNG) and
+    alpha channel, like ``zoo restore`` (the same file handling: :func:`zoo.inference.restore_image_files`).
+    Records add ``artifact``, ``target`` and ``precision`` to that function's fields.
     """
-    from zoo.data.io import read_image, write_image
-    from zoo.inference import plan_outputs
+    from zoo.inference import plan_outputs, restore_image_files
 
     targets = plan_outputs(inputs, output, overwrite=overwrite)
     loaded = load_artifact(artifact_or_dir)
-    scale = int(loaded.manifest["tiling"]["scale"])
-    images = [read_image(path) for path in inputs]
-    for image, target in zip(images, targets):
-        if image.alpha is not None and target.suffix.lower() in (".jpg", ".jpeg"):
-            raise ZooError(f"{image.path} has an alpha channel that JPEG output {target} cannot keep",
-                           "write PNG (-o with .png or a folder)")
-    records = []
-    for image, target in zip(images, targets):
-        start = time.perf_counter()
-        restored = loaded.restore(image.image, progress=progress)
-        seconds = time.perf_counter() - start
-        alpha = image.alpha
-        if alpha is not None and scale != 1:
-            alpha = torch.nn.functional.interpolate(alpha[None], scale_factor=scale, mode="bilinear")[0]
-        bit_depth = image.bit_depth if target.suffix.lower() in (".png", ".tif", ".tiff") else 8
-        write_image(target, restored, bit_depth=bit_depth, alpha=alpha, overwrite=overwrite,
-                    icc_profile=image.icc_profile)
-        records.append({"input": str(image.path), "output": str(target), "height": int(image.image.shape[1]),
-                        "width": int(image.image.shape[2]), "seconds": round(seconds, 4),
-                        "artifact": loaded.artifact.name, "target": loaded.manifest["target"],
-                        "precision": loaded.manifest["precision"]})
-    return records
+    facts = {"artifact": loaded.artifact.name, "target": loaded.manifest["target"],
+             "precision": loaded.manifest["precision"]}
+    return restore_image_files(inputs, targets, lambda image: loaded.restore(image, progress=progress),
+                               scale=int(loaded.manifest["tiling"]["scale"]), overwrite=overwrite,
+                               details=lambda: facts)

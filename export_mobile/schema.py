@@ -6,11 +6,16 @@ validator below, which implements the keywords the zoo's schemas use (type, cons
 properties, additionalProperties, items, minItems/maxItems, minimum/maximum/exclusiveMinimum,
 minLength, pattern, local ``$ref``). Either way each error is one ``"field.path: message"`` string,
 e.g. ``records[0].latency_ms.median: -1 is less than the minimum of 0``.
+
+Both also refuse NaN and infinities anywhere in a document: JSON has no such numbers (Python's
+``json`` writes ``NaN``/``Infinity`` anyway, and reads them back), JSON Schema's ``number`` lets
+them through, and one NaN breaks every ranking and comparison made with it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +106,17 @@ def _builtin_errors(value, schema: dict, root: dict, path: list) -> list[tuple[l
     return errors
 
 
+def _non_finite_errors(value, path: list) -> list[tuple[list, str]]:
+    """(path, message) for every NaN or infinite float in ``value`` (a parsed JSON document)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, f"{json.dumps(value)} is not a finite number (JSON has no NaN or Infinity; write null for unknown)")]
+    if isinstance(value, dict):
+        return [error for key, item in value.items() for error in _non_finite_errors(item, path + [key])]
+    if isinstance(value, list):
+        return [error for index, item in enumerate(value) for error in _non_finite_errors(item, path + [index])]
+    return []
+
+
 def _jsonschema_errors(document, schema: dict) -> list[tuple[list, str]] | None:
     """jsonschema's (path, message) list, sorted by path; None when jsonschema is not installed."""
     try:
@@ -113,7 +129,8 @@ def _jsonschema_errors(document, schema: dict) -> list[tuple[list, str]] | None:
 
 
 def schema_errors(document, schema: dict, *, use_jsonschema: bool | None = None) -> list[str]:
-    """Every violation of ``schema`` by ``document`` as ``"field.path: message"`` (empty when valid).
+    """Every violation of ``schema`` by ``document`` as ``"field.path: message"`` (empty when valid),
+    non-finite numbers (NaN, infinities) included wherever they are.
 
     ``use_jsonschema``: True forces jsonschema (ImportError when missing), False the built-in
     validator, None (default) jsonschema when importable.
@@ -125,6 +142,11 @@ def schema_errors(document, schema: dict, *, use_jsonschema: bool | None = None)
             raise ImportError("jsonschema is not installed")
     if errors is None:
         errors = _builtin_errors(document, schema, schema, [])
+    non_finite = _non_finite_errors(document, [])
+    if non_finite:  # one error per field, the real one: -inf is also "less than the minimum of 0"
+        bad = {path_text(path) for path, _message in non_finite}
+        errors = sorted([error for error in errors if path_text(error[0]) not in bad] + non_finite,
+                        key=lambda error: list(map(str, error[0])))
     return [f"{path_text(path)}: {message}" for path, message in errors]
 
 
@@ -147,12 +169,21 @@ def validate_document(document, schema: dict, *, source: str, fix: str, format_n
     return document
 
 
+def _non_finite_constant(token: str) -> float:
+    """``json.loads`` hook for NaN/Infinity/-Infinity: a float the validators then refuse by field."""
+    return float(token)
+
+
 def read_json_file(path: Path, *, missing: tuple[str, str], fix: str):
     """The parsed JSON of ``path``; :class:`ZooError` ``missing`` (problem, fix) when it is not a file,
-    ``"{path} is not valid JSON (...)"`` with ``fix`` when it does not parse."""
+    ``"{path} is not valid JSON (...)"`` with ``fix`` when it does not parse.
+
+    The tokens ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON, but what Python's ``json`` writes)
+    are read as floats on purpose, so that :func:`validate_document` refuses them naming the field.
+    """
     if not path.is_file():
         raise ZooError(*missing)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_non_finite_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ZooError(f"{path} is not valid JSON ({err})", fix) from None

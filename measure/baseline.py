@@ -98,7 +98,14 @@ def main(argv: list[str]) -> int:
     """``zoo baseline``: measure, print a summary, write the results file; exit status."""
     from zoo import __version__
 
+    from zoo.atomic import ensure_writable
+
     args = build_parser().parse_args(argv)
+    # Checked before measuring; the default file name needs the dataset's name, its folder does not.
+    if args.json:
+        ensure_writable(args.json, "results file", fix="pass another --json path")
+    else:
+        ensure_writable(Path("results"), "results folder", kind="folder", fix="pass --json PATH elsewhere")
     record = run_baseline(args.model, dataset=args.dataset, degradation=args.degradation, data_root=args.data_root,
                           limit=args.limit, weights=args.weights, untrained=args.untrained, device=args.device,
                           size=parse_size(args.size), warmup=args.warmup, runs=args.runs, tile=args.tile,

@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from measure import results as rs
+from measure.measured import input_text
 from zoo.tables import format_cell
 from zoo.errors import ZooError
 
@@ -449,18 +450,23 @@ def bench_artifact(location: str | Path, *, warmup: int = 3, runs: int = 20, max
 
 def format_table(records: list[dict], labels: list[str] | None = None) -> str:
     """A plain-text table of bench records in the given order; ``speedup`` is throughput (MP/s)
-    relative to the first row (inputs of different sizes compare fairly)."""
+    relative to the first row of the same input size (height x width x batch): a 64x64 tile and a
+    256x256 image do not compare (per-call overheads weigh differently), so each input size has its
+    own reference row, named below the table when there are several."""
     labels = labels or [r["artifact"]["file"] if r.get("artifact") else r["model"] for r in records]
     header = (f"{'target':<44} {'device':>6} {'prec':>5} {'thr':>3} {'input':>9} {'median ms':>10} {'p90 ms':>9} "
               f"{'min ms':>9} {'MP/s':>8} {'GMAC/s':>8} {'%peak':>6} {'MiB':>7} {'speedup':>7}")
     lines = [header, "-" * len(header)]
-    first = records[0]["throughput"]["megapixels_per_s"] if records else None
+    references: dict[str, tuple[str, float | None]] = {}  # input size -> (label, MP/s) of its first row
+    for label, record in zip(labels, records):
+        references.setdefault(input_text(record), (label, record["throughput"]["megapixels_per_s"]))
     for label, record in zip(labels, records):
         latency, throughput, runtime = record["latency_ms"], record["throughput"], record["runtime"]
         mps = throughput["megapixels_per_s"]
+        size = input_text(record)
+        first = references[size][1]
         speedup = mps / first if mps and first else None
         fraction = throughput["peak_fraction"]
-        size = f"{record['input']['height']}x{record['input']['width']}"
         lines.append(
             f"{label[-44:]:<44} {runtime.get('device') or '-':>6} {runtime.get('precision') or '-':>5} "
             f"{format_cell(runtime.get('threads'), 'd'):>3} {size:>9} {latency['median']:>10.2f} "
@@ -473,6 +479,9 @@ def format_table(records: list[dict], labels: list[str] | None = None) -> str:
                      + (f", GPU {host['gpu']}" if host.get("gpu") else "")
                      + f"; {records[0]['latency_ms']['runs']} timed runs after {records[0]['latency_ms']['warmup']}"
                        " warm-up; MiB = peak RSS of the process (CPU) / peak allocated (CUDA)")
+    if len(references) > 1:
+        lines.append("speedup = MP/s relative to the first row of the same input size, never across sizes: "
+                     + "; ".join(f"{size} vs {label}" for size, (label, _mps) in references.items()))
     return "\n".join(lines)
 
 
@@ -506,7 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """``zoo bench``: time each TARGET, print the table, write the results JSON; exit status."""
+    from zoo.atomic import ensure_writable
+
     args = build_parser().parse_args(argv)
+    path = Path(args.json) if args.json else Path("results") / f"bench_{rs.utc_now().replace(':', '')}.json"
+    ensure_writable(path, "results file", fix="pass another --json path")  # before timing, not after
     if args.threads:
         torch.set_num_threads(args.threads)
     size = parse_size(args.size)
@@ -534,7 +547,6 @@ def main(argv: list[str]) -> int:
         print(f"  {note}")
     from zoo import __version__
 
-    path = Path(args.json) if args.json else Path("results") / f"bench_{rs.utc_now().replace(':', '')}.json"
     rs.write_results(path, rs.results_document(records, f"zoo {__version__} bench"))
     print(f"wrote {path}")
     return 0

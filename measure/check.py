@@ -66,7 +66,7 @@ def _float_reference(loaded, card, weights: str | None):
     if source == "file" and not weights:
         raise ZooError(f"{loaded.artifact.name} was exported from the weights file {recorded.get('file')}",
                        "pass --weights PATH to that file (or --reference BASELINE.json)")
-    model, _card = create_model(card.name, weights)
+    model, _card = create_model(card.name, weights, offers_untrained=False)  # zoo check has no --untrained
     used = Path(weights) if weights else card.weights_path
     if recorded.get("sha256") and used is not None and used.is_file() and sha256_of(used)[0] != recorded["sha256"]:
         raise ZooError(f"the weights {used.name} differ from those {loaded.artifact.name} was exported with "
@@ -185,6 +185,7 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     from zoo.data.io import quantize
     from zoo.evaluate import MetricSettings, _input_reference, degradation_for, measure
     from zoo.metrics import psnr as psnr_of
+    from zoo.atomic import ensure_writable
     from zoo.registry import get_card
     from zoo.tiling import plan_tiles
 
@@ -197,6 +198,8 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     data = open_dataset(dataset, degradation=degrade, data_root=data_root, limit=limit)
     settings = MetricSettings.for_task(card.task, card.scale)
     spec = degrade.spec
+    path = Path(json_path) if json_path else default_json_path(manifest["artifact"]["file"], data.name, spec)
+    ensure_writable(path, "results file", fix="pass another --json path")  # before loading and measuring
     loaded = load_artifact(artifact)
     tiling = manifest["tiling"]
     tile, overlap = int(tiling["tile"][0]), int(tiling["overlap"])
@@ -220,7 +223,6 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
                          input={"height": tile, "width": tile, "batch": 1, "tile": tile, "overlap": overlap},
                          notes=notes)
 
-    path = Path(json_path) if json_path else default_json_path(manifest["artifact"]["file"], data.name, spec)
     done: dict[str, dict] = {}
     if path.exists() and not restart:
         previous = rs.read_results(path)["records"]

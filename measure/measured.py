@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from measure.results import finite_or_none
 from zoo.errors import ZooError
 
 __all__ = ["Loaded", "SHA_PREFIX", "results_root", "load_results", "artifact_key", "artifact_label", "input_text",
-           "runtime_label", "latency_key", "best_accuracy", "drop_db", "baseline_latency", "measured_rows",
-           "merge_rows", "card_rows", "update_cards", "model_measured", "format_measured", "fmt"]
+           "tiling_text", "accuracy_tiling", "runtime_label", "latency_key", "best_accuracy", "drop_db", "drop_tiling",
+           "baseline_latency", "measured_rows", "merge_rows", "card_rows", "update_cards", "model_measured",
+           "format_measured", "fmt"]
 
 #: Characters of the artifact sha256 kept in labels, card rows and file names.
 SHA_PREFIX = 12
@@ -49,8 +51,8 @@ class Loaded:
 
 
 def fmt(value, digits: int, suffix: str = "") -> str:
-    """``value`` rounded to ``digits`` decimals (``"—"`` when unknown); what reports display."""
-    if value is None:
+    """``value`` rounded to ``digits`` decimals (``"—"`` when unknown or not finite); what reports display."""
+    if finite_or_none(value) is None:
         return "—"
     text = f"{float(value):.{digits}f}"
     return (text[1:] if text.startswith("-") and float(text) == 0 else text) + suffix  # no "-0.00"
@@ -124,13 +126,53 @@ def artifact_label(record_or_key, *, sha: bool = True) -> str:
     return f"{target} {precision}" + (f" {digest}" if sha and digest else "")
 
 
+def tiling_text(tile, overlap=None) -> str:
+    """``"tile 256, overlap 32"``, ``"whole image"`` (tile 0 or None: one pass over the image)."""
+    if not tile:
+        return "whole image"
+    return f"tile {tile}" + (f", overlap {overlap}" if overlap is not None else "")
+
+
 def input_text(record: dict) -> str:
-    """The input size of one timed pass, ``"256x256"`` (height x width; ``"2x256x256"`` for a batch)."""
+    """What one timed pass ran on: ``"256x256"`` (height x width; ``"2x256x256"`` for a batch) for a
+    forward pass or a tile; for a per-image latency the whole images of its evaluation set and the
+    tile they were cut into, ``"whole bsd68 images (tile 256x256)"`` (the record's ``input`` is then
+    the tile, not the image: calling it the input size would compare a 481x321 photo with a tile)."""
     size = record.get("input")
     if not size:
         return "?"
     batch = size.get("batch") or 1
-    return (f"{batch}x" if batch > 1 else "") + f"{size['height']}x{size['width']}"
+    pixels = (f"{batch}x" if batch > 1 else "") + f"{size['height']}x{size['width']}"
+    if (record.get("latency_ms") or {}).get("per") != "image":
+        return pixels
+    dataset = (record.get("accuracy") or {}).get("dataset")
+    images = f"whole {dataset} images" if dataset else "whole images"
+    return f"{images} (tile {pixels})" if size.get("tile") else f"{images} (untiled)"
+
+
+def _reference_tiling(reference: dict | None) -> str | None:
+    """Tiling of the float reference a check compared with (its ``reference`` field), when it says."""
+    if not isinstance(reference, dict):
+        return None
+    if "tile" in reference:  # the float model run by zoo check itself
+        return tiling_text(reference["tile"], reference.get("overlap"))
+    runtime = reference.get("runtime")  # a free-form field: written by older zoos and by hand too
+    options = (runtime.get("options") if isinstance(runtime, dict) else None) or {}
+    if isinstance(options, dict) and "accuracy_tile" in options:  # a zoo baseline record
+        return tiling_text(options["accuracy_tile"], options.get("accuracy_overlap"))
+    return None
+
+
+def accuracy_tiling(record: dict) -> str | None:
+    """How the images of an accuracy record were restored: ``"tile 256, overlap 32"`` or ``"whole
+    image"`` (None when the record does not say). Baselines keep it in
+    ``runtime.options.accuracy_tile/accuracy_overlap``, checks in ``input.tile/overlap``."""
+    if record["kind"] == "baseline":
+        return _reference_tiling({"runtime": record["runtime"]})
+    size = record.get("input") or {}
+    if "tile" in size:
+        return tiling_text(size["tile"], size.get("overlap"))
+    return None
 
 
 def runtime_label(record: dict) -> str:
@@ -158,33 +200,56 @@ def _baselines(loaded: Sequence[Loaded]) -> list[Loaded]:
     return [item for item in loaded if item.record["kind"] == "baseline"]
 
 
+def _matching_baseline(record: dict, loaded: Sequence[Loaded]) -> dict | None:
+    """The newest baseline of the same model, dataset, degradation and image count as ``record``."""
+    for item in _newest_first(_baselines(loaded)):
+        base = item.record
+        if base.get("accuracy") and _accuracy_key(base) == _accuracy_key(record) \
+                and base["accuracy"]["images"] == record["accuracy"]["images"]:
+            return base
+    return None
+
+
 def drop_db(record: dict, loaded: Sequence[Loaded]) -> float | None:
     """PSNR drop of an accuracy record versus the float model, dB (positive = worse): the record's
     ``drop_db``, else ``reference_psnr - psnr``, else versus a baseline record of the same model,
-    dataset, degradation and image count. 0 for a baseline itself; None when unknown."""
+    dataset, degradation and image count. 0 for a baseline itself; None when unknown or not finite."""
     accuracy = record.get("accuracy")
     if not accuracy:
         return None
     if record["kind"] == "baseline":
         return 0.0
     if accuracy.get("drop_db") is not None:
-        return accuracy["drop_db"]
+        return finite_or_none(accuracy["drop_db"])
     if accuracy.get("reference_psnr") is not None:
-        return accuracy["reference_psnr"] - accuracy["psnr"]
-    for item in _newest_first(_baselines(loaded)):
-        base = item.record
-        if base.get("accuracy") and _accuracy_key(base) == _accuracy_key(record) \
-                and base["accuracy"]["images"] == accuracy["images"]:
-            return base["accuracy"]["psnr"] - accuracy["psnr"]
-    return None
+        return finite_or_none(accuracy["reference_psnr"] - accuracy["psnr"])
+    base = _matching_baseline(record, loaded)
+    return finite_or_none(base["accuracy"]["psnr"] - accuracy["psnr"]) if base else None
+
+
+def drop_tiling(record: dict, loaded: Sequence[Loaded]) -> str | None:
+    """The tiling of an accuracy record, and of its float reference when that differs, e.g.
+    ``"tile 64, overlap 16 (float: whole image)"``: such a drop includes the tiling, not only the
+    artifact's numerics. None when the record does not say how it tiled."""
+    own = accuracy_tiling(record)
+    if own is None or record["kind"] == "baseline" or not record.get("accuracy"):
+        return own
+    accuracy = record["accuracy"]
+    if accuracy.get("drop_db") is not None or accuracy.get("reference_psnr") is not None:
+        reference = _reference_tiling(record.get("reference"))
+    else:
+        base = _matching_baseline(record, loaded)
+        reference = accuracy_tiling(base) if base else None
+    return own if reference in (None, own) else f"{own} (float: {reference})"
 
 
 def best_accuracy(loaded: Sequence[Loaded]) -> dict[tuple[str, tuple], dict]:
-    """``(model, artifact key) -> accuracy record``: the evaluation with the most images (newest on a tie)."""
+    """``(model, artifact key) -> accuracy record``: the evaluation with the most images (newest on a
+    tie); records with a non-finite PSNR are never chosen."""
     chosen: dict[tuple[str, tuple], dict] = {}
     for item in _newest_first(loaded):
         record = item.record
-        if not record.get("accuracy"):
+        if not record.get("accuracy") or finite_or_none(record["accuracy"].get("psnr")) is None:
             continue
         key = (record["model"], artifact_key(record))
         if key not in chosen or record["accuracy"]["images"] > chosen[key]["accuracy"]["images"]:
@@ -193,10 +258,11 @@ def best_accuracy(loaded: Sequence[Loaded]) -> dict[tuple[str, tuple], dict]:
 
 
 def baseline_latency(record: dict, loaded: Sequence[Loaded]) -> float | None:
-    """Median latency (ms) of the newest baseline comparable with ``record`` (:func:`latency_key`)."""
+    """Median latency (ms) of the newest baseline comparable with ``record`` (:func:`latency_key`);
+    None when there is none or its median is not finite."""
     for item in _newest_first(_baselines(loaded)):
         if item.record.get("latency_ms") and latency_key(item.record) == latency_key(record):
-            return item.record["latency_ms"]["median"]
+            return finite_or_none(item.record["latency_ms"]["median"])
     return None
 
 
@@ -225,7 +291,8 @@ def measured_rows(loaded: Sequence[Loaded]) -> list[dict]:
 
     Row: ``model``, ``artifact`` (label), ``target``, ``precision``, ``sha256`` (prefix, None for
     PyTorch), ``accuracy`` (``dataset``, ``degradation``, ``images``, ``psnr_db``, ``ssim``,
-    ``drop_db``; None when not measured) and ``latency``: one entry per (host, runtime, input, per)
+    ``drop_db``, ``tiling`` when the record says; None when not measured; the evaluation with the
+    most images, :func:`best_accuracy`) and ``latency``: one entry per (host, runtime, input, per)
     with ``median_ms``, ``p90_ms`` and the ``date`` measured (the newest record wins).
     """
     accuracy = best_accuracy(loaded)
@@ -237,7 +304,7 @@ def measured_rows(loaded: Sequence[Loaded]) -> list[dict]:
         row = rows.setdefault(key, {"model": record["model"], "artifact": artifact_label(key[1], sha=False),
                                     "target": target, "precision": precision, "sha256": digest,
                                     "accuracy": None, "latency": []})
-        if record.get("latency_ms"):
+        if record.get("latency_ms") and finite_or_none(record["latency_ms"]["median"]) is not None:
             entry = _latency_entry(record)
             if all(_latency_entry_key(old) != _latency_entry_key(entry) for old in row["latency"]):
                 row["latency"].append(entry)
@@ -247,6 +314,9 @@ def measured_rows(loaded: Sequence[Loaded]) -> list[dict]:
             "dataset": measured["dataset"], "degradation": measured["degradation"], "images": measured["images"],
             "psnr_db": _round(measured["psnr"], DIGITS["db"]), "ssim": _round(measured.get("ssim"), DIGITS["ssim"]),
             "drop_db": _round(drop_db(record, loaded), DIGITS["db"])}
+        tiling = drop_tiling(record, loaded)
+        if tiling:
+            rows[key]["accuracy"]["tiling"] = tiling
     for row in rows.values():
         row["latency"].sort(key=lambda entry: (entry["host"], entry["input"], entry["median_ms"]))
     return sorted(rows.values(), key=_row_order)
@@ -262,10 +332,16 @@ def _row_key(row: dict) -> tuple:
     return (row.get("model"), row.get("target"), row.get("precision"), row.get("sha256"))
 
 
+def _images(accuracy: dict | None) -> int:
+    """Images an accuracy entry was measured on (0 when unknown or not measured)."""
+    return int((accuracy or {}).get("images") or 0)
+
+
 def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
-    """Rows of ``old`` updated with ``new`` (same model and artifact): a new accuracy replaces the
-    old one, latency entries are joined (a new entry replaces one of the same host, runtime, input
-    and unit). Rows only in ``old`` are kept."""
+    """Rows of ``old`` updated with ``new`` (same model and artifact): the accuracy measured on more
+    images wins (a 2-image smoke test never replaces a 68-image evaluation; ``new`` wins a tie),
+    latency entries are joined (a new entry replaces one of the same host, runtime, input and unit).
+    Rows only in ``old`` are kept."""
     merged = {_row_key(row): {**row, "latency": list(row.get("latency") or [])} for row in old}
     for row in new:
         key = _row_key(row)
@@ -273,7 +349,7 @@ def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
             merged[key] = {**row, "latency": list(row.get("latency") or [])}
             continue
         target = merged[key]
-        if row.get("accuracy"):
+        if row.get("accuracy") and _images(row["accuracy"]) >= _images(target.get("accuracy")):
             target["accuracy"] = row["accuracy"]
         entries = {_latency_entry_key(entry): entry for entry in target["latency"]}
         entries.update({_latency_entry_key(entry): entry for entry in row.get("latency") or []})
@@ -349,7 +425,8 @@ def format_measured(rows: Sequence[dict]) -> list[str]:
         label = row["artifact"] + (f" {row['sha256']}" if row.get("sha256") else "")
         accuracy = row.get("accuracy")
         if accuracy:
-            label += (f": {accuracy['dataset']} {accuracy['degradation']} ({accuracy['images']} images) "
+            tiling = f", {accuracy['tiling']}" if accuracy.get("tiling") else ""
+            label += (f": {accuracy['dataset']} {accuracy['degradation']} ({accuracy['images']} images{tiling}) "
                       f"PSNR {fmt(accuracy['psnr_db'], DIGITS['db'])} dB, SSIM {fmt(accuracy.get('ssim'), DIGITS['ssim'])}, "
                       f"drop {fmt(accuracy.get('drop_db'), DIGITS['db'])} dB")
         else:

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Sequence
 
 from measure.measured import (DIGITS, Loaded, artifact_key, artifact_label, baseline_latency, best_accuracy,
-                                    drop_db, fmt, input_text, latency_key, load_results, runtime_label,
-                                    update_cards)
+                              drop_db, drop_tiling, fmt, input_text, latency_key, load_results, runtime_label,
+                              update_cards)
+from measure.results import finite_or_none
 from zoo.errors import ZooError
 
 __all__ = ["Table", "Section", "Report", "build_report", "render_markdown", "render_html", "write_report", "main"]
@@ -89,8 +90,8 @@ def _megapixels_per_s(record: dict) -> float | None:
 
 def _speedup(record: dict, loaded: Sequence[Loaded]) -> float | None:
     base = baseline_latency(record, loaded)
-    median = record["latency_ms"]["median"]
-    return base / median if base is not None and median > 0 else None
+    median = finite_or_none(record["latency_ms"]["median"])
+    return base / median if base is not None and median and median > 0 else None
 
 
 def _precision(record: dict) -> str:
@@ -120,6 +121,14 @@ def _table_section(section: Section, table: Table, text: str, empty: str) -> Sec
     return section
 
 
+def _evaluation_text(record: dict | None, loaded: Sequence[Loaded]) -> str:
+    """``"bsd68, 68 images, tile 256, overlap 32"``: what an accuracy record's drop was measured on."""
+    if not record:
+        return "—"
+    accuracy = record["accuracy"]
+    return ", ".join(filter(None, [accuracy["dataset"], f"{accuracy['images']} images", drop_tiling(record, loaded)]))
+
+
 def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, max_drop: float) -> Section:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in timed:
@@ -138,16 +147,24 @@ def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, max_dr
             best, why = candidates[0], "fastest; accuracy not measured"
         speedup = _speedup(best, loaded)
         model, host, size, per = key
+        measured = accuracy.get((best["model"], artifact_key(best)))
         rows.append([model, host, size, per, artifact_label(best, sha=False), _sha(best), runtime_label(best),
                      fmt(best["latency_ms"]["median"], DIGITS["ms"]), fmt(drops[id(best)], DIGITS["db"]),
-                     fmt(speedup, 2, "x"), why])
+                     _evaluation_text(measured, loaded), fmt(speedup, 2, "x"), why])
     text = (f"For each model, host and input size: the fastest artifact whose PSNR drop versus the float model "
-            f"is at most {max_drop:g} dB (its accuracy measured anywhere, matched by sha256).")
+            f"is at most {max_drop:g} dB (its accuracy measured anywhere, matched by sha256; of several "
+            "evaluations the one with the most images counts, `drop measured on` says which).")
     return _table_section(
         Section("best", "Best artifact per host"),
         Table("summary", ["model", "host", "input", "per", "best artifact", "sha256", "runtime", "median ms",
-                          "drop dB", "speedup", "why"], rows),
+                          "drop dB", "drop measured on", "speedup", "why"], rows),
         text, text + " No latency measured yet (run `zoo bench`, `zoo check` or a device benchmark).")
+
+
+def _worst_last(psnr) -> float:
+    """Sort key of a PSNR, best first; a non-finite PSNR is never ranked above a real one."""
+    value = finite_or_none(psnr)
+    return math.inf if value is None else -value
 
 
 def _accuracy_section(loaded: Sequence[Loaded], max_drop: float) -> Section:
@@ -155,11 +172,12 @@ def _accuracy_section(loaded: Sequence[Loaded], max_drop: float) -> Section:
     rows = []
     bars = []
     for item in sorted(records, key=lambda i: (i.record["model"], i.record["accuracy"]["dataset"],
-                                                i.record["accuracy"]["degradation"], -i.record["accuracy"]["psnr"])):
+                                                i.record["accuracy"]["degradation"], _worst_last(i.record["accuracy"]["psnr"]))):
         record, measured = item.record, item.record["accuracy"]
         drop = drop_db(record, loaded)
         rows.append([record["model"], artifact_label(record, sha=False), _sha(record), measured["dataset"],
-                     measured["degradation"], str(measured["images"]), fmt(measured["psnr"], DIGITS["db"]),
+                     measured["degradation"], str(measured["images"]), drop_tiling(record, loaded) or "—",
+                     fmt(finite_or_none(measured["psnr"]), DIGITS["db"]),
                      fmt(measured.get("ssim"), DIGITS["ssim"]), fmt(drop, DIGITS["db"]),
                      fmt(measured.get("psnr_vs_reference"), DIGITS["db"]), record["host"]["name"], record["kind"]])
         if drop is not None and record["kind"] != "baseline":
@@ -167,11 +185,13 @@ def _accuracy_section(loaded: Sequence[Loaded], max_drop: float) -> Section:
                          record["model"]))
     section = _table_section(
         Section("accuracy", "Accuracy"),
-        Table("accuracy-table", ["model", "artifact", "sha256", "dataset", "degradation", "images", "PSNR dB", "SSIM",
-                                 "drop dB", "PSNR vs float dB", "host", "kind"], rows),
+        Table("accuracy-table", ["model", "artifact", "sha256", "dataset", "degradation", "images", "tiling",
+                                 "PSNR dB", "SSIM", "drop dB", "PSNR vs float dB", "host", "kind"], rows),
         "PSNR/SSIM of the restored images (dB; RGB unless the record says Y), drop = float baseline PSNR minus this "
         "PSNR (dB, lower is better), PSNR vs float = agreement of this output with the float PyTorch output (dB, "
-        "higher is closer). Best first per evaluation set.",
+        "higher is closer). Tiling = how the images were restored; `(float: ...)` when the float reference was "
+        "restored otherwise, so that the drop includes the tiling and not only the artifact's numerics. Best first "
+        "per evaluation set.",
         "No accuracy measured yet (run `zoo baseline` and `zoo check`).")
     if bars:
         bars.sort(key=lambda bar: bar[1])
@@ -197,7 +217,8 @@ def _latency_section(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict
         Section("latency", "Latency"),
         Table("latency-table", ["model", "host", "input", "per", "artifact", "sha256", "runtime", "precision",
                                 "threads", "median ms", "p90 ms", "MP/s", "GMAC/s", "speedup", "drop dB", "kind"], rows),
-        "Wall time of one forward pass, tile or image (column `per`) at the input size shown, milliseconds; "
+        "Wall time of one forward pass, tile or image (column `per`) at the input size shown (for `per image`: "
+        "the evaluation set's whole images, cut into the tile shown), milliseconds; "
         "speedup = the float baseline's median on the same host and input divided by this median; drop dB = the "
         "artifact's accuracy drop measured anywhere (matched by sha256). Fastest first per host and input.",
         "No latency measured yet (run `zoo bench`).")
@@ -287,10 +308,14 @@ def build_report(loaded: Sequence[Loaded], *, max_drop: float = DEFAULT_MAX_DROP
     """The report's sections from ``loaded`` records (see the module docstring)."""
     if not loaded:
         raise ZooError("no results records to report", "pass files written by zoo baseline/check/bench or a demo app")
-    timed = [item.record for item in loaded if item.record.get("latency_ms")]
+    timed = [item.record for item in loaded if item.record.get("latency_ms")
+             and finite_or_none(item.record["latency_ms"]["median"]) is not None]  # a NaN is never ranked
     accuracy = best_accuracy(loaded)
-    sections = [_summary(loaded, timed, accuracy, max_drop), _accuracy_section(loaded, max_drop),
-                _latency_section(loaded, timed, accuracy)]
+    latency = _latency_section(loaded, timed, accuracy)
+    unranked = sum(1 for item in loaded if item.record.get("latency_ms")) - len(timed)
+    if unranked:
+        latency.text.append(f"{unranked} record(s) with a non-finite median latency left out.")
+    sections = [_summary(loaded, timed, accuracy, max_drop), _accuracy_section(loaded, max_drop), latency]
     scatter = _scatter_section(loaded, timed, accuracy)
     if scatter:
         sections.append(scatter)
@@ -524,16 +549,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``zoo report``: returns the exit status (ZooError propagates to the zoo CLI, which prints it)."""
+    from zoo.atomic import ensure_writable
+
     args = build_parser().parse_args(argv)
     if args.max_drop < 0 or args.top_ops < 1:
         raise ZooError("--max-drop must be >= 0 and --top-ops >= 1", "pass e.g. --max-drop 0.3 --top-ops 10")
+    ensure_writable(args.output, "report folder", kind="folder", fix="pass another -o folder")
     loaded, skipped = load_results(args.results)
     report = build_report(loaded, max_drop=args.max_drop, top_ops=args.top_ops, title=args.title)
     markdown, page = write_report(report, args.output)
     for table in report.sections[0].tables:
         for row in table.rows:
             print(f"best on {row[1]} ({row[0]}, {row[2]} per {row[3]}): {row[4]} {row[5]}, {row[7]} ms, "
-                  f"drop {row[8]} dB ({row[10]})")
+                  f"drop {row[8]} dB on {row[9]} ({row[11]})")
     if skipped:
         print(f"passed over {len(skipped)} JSON file(s) that are not results files")
     print(f"{len(loaded)} records from {len(report.sources)} file(s) -> {markdown} and {page}")

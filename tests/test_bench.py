@@ -108,3 +108,23 @@ def test_cli_table_and_json_with_an_artifact(request, tmp_path, capsys):
         assert record["latency_ms"]["median"] <= record["latency_ms"]["p90"]
         assert record["throughput"]["megapixels_per_s"] == pytest.approx(
             64 * 64 / 1e6 / (record["latency_ms"]["median"] / 1000))
+
+
+def test_speedup_compares_only_rows_of_the_same_input_size():
+    """A 64x64 tile and a 256x256 image never share a speedup reference (docs/bad_inputs.md)."""
+    def record(size, mps, batch=1):
+        return rs.new_record("bench", "hinet-lite-s", {"name": "pytorch", "device": "cpu", "precision": "fp32"},
+                             {"name": "desktop (Test CPU)", "kind": "desktop"},
+                             input={"height": size, "width": size, "batch": batch},
+                             latency_ms=rs.latency_summary([size * size * batch / 1e6 / mps * 1000.0]),
+                             throughput={"megapixels_per_s": mps, "gmacs_per_s": None, "peak_fraction": None})
+
+    records = [record(64, 2.0), record(256, 8.0), record(64, 3.0), record(256, 4.0), record(64, 4.0, batch=2)]
+    table = bench.format_table(records, ["tile", "image", "tile-fast", "image-slow", "tile-batch"])
+    speedups = {line.split()[0]: line.split()[-1] for line in table.splitlines()[2:7]}
+    # against the first row of the same size: 3/2 and 4/8, never 8/2 (image vs tile)
+    assert speedups == {"tile": "1.00", "image": "1.00", "tile-fast": "1.50", "image-slow": "0.50", "tile-batch": "1.00"}
+    assert "2x64x64" in table.splitlines()[6]
+    assert table.splitlines()[-1] == ("speedup = MP/s relative to the first row of the same input size, never across "
+                                      "sizes: 64x64 vs tile; 256x256 vs image; 2x64x64 vs tile-batch")
+    assert "never across" not in bench.format_table(records[:1], ["tile"])

@@ -99,7 +99,7 @@ def test_task_and_input_errors(artifact, images, tmp_path):
 
 
 def test_cli_exit_status_and_table(artifact, images, checked, capsys):
-    from zoo.cli import main as zoo_main
+    from zoo_cli.main import main as zoo_main
 
     assert zoo_main(["check", str(artifact), "--dataset", str(images), "--degradation", "bicubic:x2"]) == 2
     assert "scale x2" in capsys.readouterr().err
@@ -150,7 +150,7 @@ def test_baseline_runs_with_torch_alone(tmp_path):
 
     blocked = ["executorch", "coremltools", "litert_torch", "ai_edge_litert", "onnxruntime", "onnx", "torchao"]
     script = (f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
-              "from zoo.cli import main\n"
+              "from zoo_cli.main import main\n"
               f"raise SystemExit(main(['baseline', 'hinet-lite-s', '--size', '16', '--runs', '1', '--warmup', '0', "
               f"'--device', 'cpu', '--json', {json.dumps(str(tmp_path / 'b.json'))}]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

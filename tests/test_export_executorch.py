@@ -295,7 +295,7 @@ def test_run_artifact_restores_files_like_the_pytorch_model_tiled(tiny_export, t
 
     photo = _image_batch(64, seed=7)[0, :, :45, :61].clamp(0, 1)  # not a multiple of the tile
     source = write_image(tmp_path / "photo.png", photo)
-    records = run_artifact(tiny_export.folder, [source], tmp_path / "out")
+    records = run_artifact(tiny_export.folder, [source], f"{tmp_path / 'out'}/")
     restored = read_image(records[0]["output"]).image
     model = _tiny_lite()
     image = read_image(source).image
@@ -310,7 +310,7 @@ def test_run_artifact_restores_files_like_the_pytorch_model_tiled(tiny_export, t
 def test_zoo_run_cli_refuses_a_corrupted_artifact(tiny_export, tmp_path, capsys):
     import shutil
 
-    from export_mobile.cli import run_main
+    from export_mobile.commands import run_main
     from zoo.data.io import write_image
 
     copy = tmp_path / "copy"
@@ -419,7 +419,7 @@ def test_zero_shot_models_are_refused_with_the_reason(tiny_card, tmp_path, monke
 
 
 def test_zoo_export_cli_prints_one_line_errors(capsys):
-    from export_mobile.cli import export_main
+    from export_mobile.commands import export_main
 
     assert export_main(["hinet-lite", "--target", "nope", "--precision", "fp32", "--tile", "64", "-o", "x"]) == 2
     err = capsys.readouterr().err

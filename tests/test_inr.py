@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import add_gaussian_noise, skimage_photo
 from zoo.errors import ZooError
 from zoo.models import inr
 from zoo.models.inr import (
@@ -28,26 +29,8 @@ SMALL = INRConfig(fourier_features=16, hidden_width=32, hidden_layers=2, max_ste
                   selective_decay=0.0, pixels_per_step=None, weight_average=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run fastest on one thread (and do not fight over a shared CPU)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _photo(name: str = "chelsea", size: int = 64) -> torch.Tensor:
-    data = pytest.importorskip("skimage.data")
-    array = getattr(data, name)()
-    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
-    crop = np.ascontiguousarray(array[top:top + size, left:left + size, :3])
-    return torch.from_numpy(crop).permute(2, 0, 1).float() / 255
-
-
-def _noisy(image: torch.Tensor, sigma_255: float, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return image + sigma_255 / 255 * torch.randn(image.shape, generator=generator)
+#: Tiny models run fastest on one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -95,7 +78,7 @@ def test_selective_decay_shrinks_only_the_last_two_layers():
 
 def test_joint_early_stop_fires_at_the_first_step_below_the_noise_variance():
     target = _smooth_target()
-    noisy = _noisy(target, 20)
+    noisy = add_gaussian_noise(target, 20)
     sigma = 20 / 255
     config = replace(SMALL, per_channel_stopping=False)
     fit = fit_tiles(noisy, sigma, config)
@@ -113,7 +96,7 @@ def test_joint_early_stop_fires_at_the_first_step_below_the_noise_variance():
 
 def test_per_channel_stop_freezes_each_channel_at_its_own_residual():
     target = _smooth_target()
-    noisy = _noisy(target, 20, seed=1)
+    noisy = add_gaussian_noise(target, 20, seed=1)
     sigma = 20 / 255
     fit = fit_tiles(noisy, sigma, SMALL)
     assert bool(fit.stopped.all())
@@ -124,7 +107,7 @@ def test_per_channel_stop_freezes_each_channel_at_its_own_residual():
 
 
 def test_without_early_stopping_the_fit_goes_below_the_noise_level():
-    noisy = _noisy(_smooth_target(), 20, seed=2)
+    noisy = add_gaussian_noise(_smooth_target(), 20, seed=2)
     fit = fit_tiles(noisy, 20 / 255, replace(SMALL, early_stopping=False, max_steps=200))
     assert not bool(fit.stopped.any())
     assert (fit.stop_steps == 200).all()
@@ -162,7 +145,7 @@ def test_dropping_finished_tiles_leaves_the_others_fits_unchanged():
 
 
 def test_fit_is_invariant_to_the_tiles_mean_colour():
-    noisy = _noisy(_smooth_target(), 20, seed=4)
+    noisy = add_gaussian_noise(_smooth_target(), 20, seed=4)
     shift = torch.tensor([0.3, -0.2, 0.1])[None, :, None, None]
     exact = replace(SMALL, compute_dtype="float32")  # bfloat16 rounding would amplify float32 rounding
     plain = fit_tiles(noisy, 20 / 255, exact)
@@ -172,7 +155,7 @@ def test_fit_is_invariant_to_the_tiles_mean_colour():
 
 
 def test_weight_average_changes_the_output_not_the_fit():
-    noisy = _noisy(_smooth_target(), 20, seed=5)
+    noisy = add_gaussian_noise(_smooth_target(), 20, seed=5)
     sigma = 20 / 255
     last = fit_tiles(noisy, sigma, SMALL)
     averaged = fit_tiles(noisy, sigma, replace(SMALL, weight_average=0.9))
@@ -197,7 +180,7 @@ def test_bfloat16_products_fit_like_float32():
     assert compute_dtype(replace(SMALL, compute_dtype="auto"), torch.device("cuda")) == torch.float32
     with pytest.raises(ZooError, match="compute_dtype"):
         INRConfig(compute_dtype="float16")
-    noisy = _noisy(_smooth_target(), 20, seed=6)
+    noisy = add_gaussian_noise(_smooth_target(), 20, seed=6)
     single = fit_tiles(noisy, 20 / 255, replace(SMALL, compute_dtype="float32"))
     half = fit_tiles(noisy, 20 / 255, replace(SMALL, compute_dtype="bfloat16"))
     assert bool(half.stopped.all()) and half.fitted.dtype == torch.float32
@@ -206,7 +189,7 @@ def test_bfloat16_products_fit_like_float32():
 
 
 def test_pixel_subsets_stop_on_an_exact_whole_tile_check():
-    noisy = _noisy(_smooth_target(), 20, seed=3)
+    noisy = add_gaussian_noise(_smooth_target(), 20, seed=3)
     fit = fit_tiles(noisy, 20 / 255, replace(SMALL, max_steps=600, pixels_per_step=512))
     assert bool(fit.stopped.all())
     per_channel = ((fit.fitted - noisy) ** 2).mean(dim=(2, 3))[0]
@@ -217,8 +200,8 @@ def test_pixel_subsets_stop_on_an_exact_whole_tile_check():
 
 
 def test_small_end_to_end_denoise_beats_the_noisy_input():
-    clean = _photo("chelsea", 64)
-    noisy = _noisy(clean, 25)
+    clean = skimage_photo("chelsea", 64)
+    noisy = add_gaussian_noise(clean, 25)
     model = ZeroShotINRDenoiser(replace(INRConfig(), hidden_width=64))
     with torch.inference_mode():  # as the CLI runs models
         restored = model(noisy[None])[0]
@@ -233,7 +216,7 @@ def test_small_end_to_end_denoise_beats_the_noisy_input():
 
 
 def test_clean_photo_is_returned_unchanged():
-    clean = _photo("coffee", 64)
+    clean = skimage_photo("coffee", 64)
     model = ZeroShotINRDenoiser(SMALL)
     restored = model(clean[None])[0]
     assert torch.equal(restored, clean)
@@ -249,8 +232,8 @@ def test_constant_image_is_returned_unchanged():
 
 
 def test_greyscale_rgba_and_grey_as_rgb_inputs():
-    clean_grey = _photo("chelsea", 48).mean(dim=0, keepdim=True)
-    noisy_grey = _noisy(clean_grey, 25)
+    clean_grey = skimage_photo("chelsea", 48).mean(dim=0, keepdim=True)
+    noisy_grey = add_gaussian_noise(clean_grey, 25)
     model = ZeroShotINRDenoiser(SMALL)
     out_grey = model(noisy_grey[None])[0]
     assert out_grey.shape == (1, 48, 48)
@@ -262,7 +245,7 @@ def test_greyscale_rgba_and_grey_as_rgb_inputs():
     torch.testing.assert_close(out_rgb[0], out_grey[0])  # fitted once, as one channel
 
     alpha = torch.rand(1, 48, 48)
-    rgba = torch.cat([_noisy(_photo("chelsea", 48), 25), alpha])
+    rgba = torch.cat([add_gaussian_noise(skimage_photo("chelsea", 48), 25), alpha])
     out_rgba = model(rgba[None])[0]
     assert out_rgba.shape == (4, 48, 48)
     assert torch.equal(out_rgba[3:], alpha)
@@ -282,7 +265,7 @@ def test_bad_inputs_raise_clear_errors(bad, message):
 def test_progress_bar_reports_the_fit(capsys):
     model = ZeroShotINRDenoiser(replace(SMALL, max_steps=20))
     model.progress = True
-    model(_noisy(_photo("chelsea", 32), 25)[None])
+    model(add_gaussian_noise(skimage_photo("chelsea", 32), 25)[None])
     assert "inr fit" in capsys.readouterr().err
 
 
@@ -323,8 +306,8 @@ def test_tiled_blend_of_perfect_fits_returns_the_image(monkeypatch):
 
 
 def test_large_photo_goes_through_tiles():
-    clean = _photo("chelsea", 96)
-    noisy = _noisy(clean, 25)
+    clean = skimage_photo("chelsea", 96)
+    noisy = add_gaussian_noise(clean, 25)
     model = ZeroShotINRDenoiser(replace(SMALL, tile_size=48, tile_overlap=8, tiles_per_batch=9))
     restored = model(noisy[None])[0]
     assert model.last_report["tiles"] == 9
@@ -374,10 +357,10 @@ def test_ablation_benchmark_writes_a_table_and_json(data_root, tmp_path, capsys)
 def test_zoo_restore_runs_the_fit_and_reports_the_stop(tmp_path, capsys):
     from PIL import Image
 
-    from zoo.cli import main
+    from zoo_cli.main import main
 
-    clean = _photo("chelsea", 40)
-    noisy = (_noisy(clean, 25).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    clean = skimage_photo("chelsea", 40)
+    noisy = (add_gaussian_noise(clean, 25).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     source, target = tmp_path / "noisy.png", tmp_path / "out.png"
     Image.fromarray(noisy).save(source)
     assert main(["restore", "inr-zeroshot", str(source), "-o", str(target), "--quiet"]) == 0

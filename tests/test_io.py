@@ -490,3 +490,63 @@ def test_loaded_image_fields(tmp_path):
     assert loaded.path == Path(file)
     assert (loaded.height, loaded.width) == (3, 5)
     assert loaded.image.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------- restoring files (zoo restore / zoo run)
+
+
+def _upscale_twice(image: torch.Tensor) -> torch.Tensor:
+    """A stand-in x2 super-resolution: nearest-neighbour upscaling (exact, so outputs are predictable)."""
+    return image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+
+
+def test_restore_image_files_scales_alpha_and_keeps_bit_depth(tmp_path):
+    from zoo.inference import plan_outputs, restore_image_files
+
+    deep = np.random.default_rng(0).integers(0, 65536, size=(4, 6, 4), dtype=np.uint16)
+    (tmp_path / "deep.png").write_bytes(zio.encode_png16(deep))  # 16-bit RGBA (Pillow cannot write it)
+    write_image(tmp_path / "flat.jpg", torch.rand(3, 4, 6))
+    inputs = [tmp_path / "deep.png", tmp_path / "flat.jpg"]
+    targets = plan_outputs(inputs, f"{tmp_path / 'out'}/", overwrite=False)  # a new folder ends in /
+    restored_so_far = []
+
+    def restore(image):
+        restored_so_far.append(image.shape)
+        return _upscale_twice(image)
+
+    records = restore_image_files(inputs, targets, restore, scale=2, details=lambda: {"after": len(restored_so_far)})
+    assert [Path(r["output"]).name for r in records] == ["deep.png", "flat.jpg"]
+    assert [(r["height"], r["width"]) for r in records] == [(4, 6), (4, 6)]
+    restored = read_image(tmp_path / "out" / "deep.png")
+    assert restored.bit_depth == 16 and (restored.height, restored.width) == (8, 12)
+    source = read_image(tmp_path / "deep.png")
+    assert torch.equal(restored.image, _upscale_twice(source.image))  # 16-bit levels survive exactly
+    assert restored.alpha is not None and restored.alpha.shape == (1, 8, 12)
+    upscaled_alpha = torch.nn.functional.interpolate(source.alpha[None], scale_factor=2, mode="bilinear")[0]
+    assert (restored.alpha - upscaled_alpha).abs().max() <= 0.5 / 65535 + 1e-7
+    assert read_image(tmp_path / "out" / "flat.jpg").bit_depth == 8
+    assert [r["after"] for r in records] == [1, 2]  # details() is asked after each image
+    assert records[0]["seconds"] >= 0
+
+
+def test_restore_image_files_checks_every_input_before_writing(tmp_path):
+    from zoo.inference import restore_image_files
+
+    write_image(tmp_path / "a.png", torch.rand(3, 4, 4))
+    write_image(tmp_path / "b.png", torch.rand(3, 4, 4), alpha=torch.rand(1, 4, 4))
+    out = tmp_path / "out"
+    with pytest.raises(ZooError, match="alpha channel that JPEG output"):
+        restore_image_files([tmp_path / "a.png", tmp_path / "b.png"], [out / "a.png", out / "b.jpg"],
+                            lambda image: image)
+    assert not out.exists()  # the first (valid) image was not written either
+
+
+def test_restore_image_files_writes_8_bits_where_the_format_cannot_hold_16(tmp_path):
+    from zoo.inference import restore_image_files
+
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "deep.tif", np.full((3, 5, 3), 40000, dtype=np.uint16), photometric="rgb")
+    records = restore_image_files([tmp_path / "deep.tif"], [tmp_path / "out.tif"], lambda image: image)
+    written = read_image(records[0]["output"])
+    assert written.bit_depth == 8
+    assert torch.allclose(written.image, torch.full((3, 3, 5), round(40000 / 65535 * 255) / 255))

@@ -9,7 +9,7 @@ import pytest
 
 from tests.test_report import _tables
 from tests.tiny_artifact import tiny_artifact, tiny_images
-from zoo.cli import main as zoo
+from zoo_cli.main import main as zoo
 
 SPEC = "gaussian:25"
 

@@ -217,12 +217,13 @@ def test_update_cards_refuses_a_hand_written_measured_key(tmp_path):
 
 
 def test_zoo_info_shows_measured_rows(capsys, monkeypatch):
-    from zoo.cli import main
+    from zoo_cli.main import main
 
     monkeypatch.delenv("ZOO_RESULTS", raising=False)
     assert main(["info", "hinet-lite", "--results", str(DATA)]) == 0
     out = capsys.readouterr().out
-    assert "measured: executorch-xnnpack int8 aaaaaaaaaaaa: bundled gaussian:25 (2 images) PSNR 30.02 dB" in out
+    assert ("measured: executorch-xnnpack int8 aaaaaaaaaaaa: bundled gaussian:25 (2 images, tile 256, overlap 32) "
+            "PSNR 30.02 dB") in out
     assert "drop 0.10 dB" in out
     assert "  latency: Phone <b>&</b> \"X\", executorch XnnpackBackend cpu, 256x256 per tile: median 21.50 ms" in out
     monkeypatch.setenv("ZOO_RESULTS", str(DATA))
@@ -294,3 +295,135 @@ def test_profile_operators_on_a_tiny_xnnpack_program(tmp_path):
     assert 0.9 <= sum(op["share"] for op in operators) <= 1.01
     with pytest.raises(ZooError, match="not an ExecuTorch .pte"):
         profile_operators(tmp_path / "missing.pte")
+
+
+# ----------------------------------------------------------------------------- bad inputs (docs/bad_inputs.md)
+
+HOST = {"name": "desktop (Test CPU)", "kind": "desktop"}
+
+
+def _record(kind="baseline", images=2, psnr=31.0, median=10.0, sha=None, tile=None, **fields):
+    from measure import results as rs
+
+    artifact = {"sha256": sha * 64, "target": "executorch-xnnpack", "precision": "int8"} if sha else None
+    runtime = {"name": "executorch" if sha else "pytorch", "device": "cpu", "precision": "int8" if sha else "fp32"}
+    record = rs.new_record(kind, "hinet-lite-s", runtime, dict(HOST), artifact=artifact,
+                           input={"height": tile or 256, "width": tile or 256, "batch": 1, "tile": tile,
+                                  "overlap": 32 if tile else None},
+                           latency_ms=rs.latency_summary([median], per="image" if tile else "forward"),
+                           accuracy={"dataset": "bsd68", "degradation": "gaussian:25", "images": images, "psnr": psnr,
+                                     "ssim": 0.85}, created="2026-12-01T00:00:00Z", **fields)
+    return record
+
+
+def _write(folder, *records):
+    from measure import results as rs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return rs.write_results(folder / "r.json", rs.results_document(list(records), "zoo test"))
+
+
+def test_info_keeps_the_evaluation_with_the_most_images(tmp_path):
+    """A 2-image smoke test in the results store must not replace the card's 68-image accuracy."""
+    from types import SimpleNamespace
+
+    card_row = {"model": "hinet-lite-s", "artifact": "pytorch fp32", "target": "pytorch", "precision": "fp32", "sha256": None,
+                "accuracy": {"dataset": "bsd68", "degradation": "gaussian:25", "images": 68, "psnr_db": 29.98,
+                             "ssim": 0.8534, "drop_db": 0.0}, "latency": []}
+    _write(tmp_path / "store", _record(images=2, psnr=31.5))
+    rows = ms.model_measured(SimpleNamespace(name="hinet-lite-s", measured=(card_row,)), tmp_path / "store")
+    (row,) = rows
+    assert row["accuracy"]["images"] == 68 and row["accuracy"]["psnr_db"] == 29.98
+    assert row["latency"][0]["host"] == HOST["name"]  # the store's latency still joins the row
+    assert "(68 images) PSNR 29.98 dB" in ms.format_measured(rows)[0]
+    # a larger evaluation does replace it, and a tie goes to the newer one
+    bigger = dict(card_row, accuracy=dict(card_row["accuracy"], images=100, psnr_db=30.5))
+    assert ms.merge_rows([card_row], [bigger])[0]["accuracy"]["images"] == 100
+    tie = dict(card_row, accuracy=dict(card_row["accuracy"], psnr_db=30.0))
+    assert ms.merge_rows([card_row], [tie])[0]["accuracy"]["psnr_db"] == 30.0
+
+
+def test_update_cards_never_writes_a_smaller_evaluation_over_a_larger_one(tmp_path):
+    cards = tmp_path / "cards"
+    big, _ = ms.load_results([_write(tmp_path / "big", _record(images=68, psnr=29.98))])
+    ms.update_cards(big, cards)
+    small, _ = ms.load_results([_write(tmp_path / "small", _record(images=2, psnr=31.5, median=5.0))])
+    (path,) = ms.update_cards(small, cards)
+    (row,) = yaml.safe_load(path.read_text())["measured"]
+    assert (row["accuracy"]["images"], row["accuracy"]["psnr_db"]) == (68, 29.98)
+    assert row["latency"][0]["median_ms"] == 5.0  # the newer latency of the same host and input is taken
+
+
+def test_non_finite_numbers_are_refused_naming_the_field(tmp_path):
+    """Python's json writes NaN/Infinity; reading them back must fail naming the field."""
+    record = _record()
+    record["latency_ms"]["median"] = float("nan")
+    record["accuracy"]["psnr"] = float("inf")
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps({"format": "zoo-results", "format_version": 1, "records": [record]}))
+    assert "NaN" in path.read_text()
+    with pytest.raises(ZooError, match=r"field records\[0\]\.accuracy\.psnr: Infinity is not a finite number"):
+        rp.main([str(path), "-o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    from measure import results as rs
+
+    for use_jsonschema in (False, True):
+        if use_jsonschema:
+            pytest.importorskip("jsonschema")
+        errors = rs.results_errors(json.loads(path.read_text()), use_jsonschema=use_jsonschema)
+        assert errors == ["records[0].accuracy.psnr: Infinity is not a finite number (JSON has no NaN or Infinity; "
+                          "write null for unknown)",
+                          "records[0].latency_ms.median: NaN is not a finite number (JSON has no NaN or Infinity; "
+                          "write null for unknown)"]
+    record["latency_ms"]["min"] = float("-inf")  # also below the minimum of 0: one error, the real one
+    errors = rs.results_errors(rs.results_document([record], "t"), use_jsonschema=False)
+    assert [e for e in errors if e.startswith("records[0].latency_ms.min")] == [
+        "records[0].latency_ms.min: -Infinity is not a finite number (JSON has no NaN or Infinity; write null for unknown)"]
+    with pytest.raises(ZooError, match="not a finite number"):
+        rs.write_results(tmp_path / "never.json", rs.results_document([record], "t"))
+    assert not (tmp_path / "never.json").exists()
+
+
+def test_report_never_ranks_a_non_finite_value():
+    """Records built in memory skip the reader's validation: a NaN median or PSNR must not win."""
+    fast_nan = _record(kind="check", sha="d", median=float("nan"), psnr=30.0, images=68)
+    slow = _record(kind="check", sha="e", median=50.0, psnr=29.9, images=68)
+    nan_psnr = _record(kind="check", sha="f", median=40.0, psnr=float("nan"), images=68)
+    base = _record(kind="baseline", median=100.0, psnr=30.0, images=68)
+    loaded = [ms.Loaded(r, Path("mem.json")) for r in (fast_nan, slow, nan_psnr, base)]
+    report = rp.build_report(loaded)
+    tables = {table.id: table for section in report.sections for table in section.tables}
+    (best,) = tables["summary"].rows
+    assert best[5] == "e" * 12 and best[7] == "50.00"  # not the NaN median, not the NaN-PSNR artifact
+    accuracy = [(row[2], row[7]) for row in tables["accuracy-table"].rows]
+    assert accuracy[-1] == ("f" * 12, "—")  # a NaN PSNR is shown as unknown, last
+    assert all("nan" not in cell.lower() for table in tables.values() for row in table.rows for cell in row)
+    assert "1 record(s) with a non-finite median latency left out." in next(
+        s for s in report.sections if s.id == "latency").text
+
+
+def test_per_image_latency_is_labelled_with_images_and_tile_and_drops_with_their_tiling():
+    check = _record(kind="check", sha="a", tile=256, median=600.0, psnr=29.8, images=68,
+                    reference={"source": "float PyTorch", "tile": 256, "overlap": 32})
+    check["accuracy"]["drop_db"] = 0.1
+    other = _record(kind="check", sha="b", tile=64, median=900.0, psnr=29.7, images=68,
+                    reference={"kind": "baseline", "runtime": {"name": "pytorch",
+                                                               "options": {"accuracy_tile": 0, "accuracy_overlap": 0}}})
+    other["accuracy"]["drop_db"] = 0.3
+    base = _record(kind="baseline", median=100.0, psnr=29.9, images=68)
+    base["runtime"]["options"] = {"accuracy_tile": 0, "accuracy_overlap": 0}
+    assert ms.input_text(check) == "whole bsd68 images (tile 256x256)"
+    assert ms.input_text(base) == "256x256"  # a forward pass: the input size
+    loaded = [ms.Loaded(r, Path("mem.json")) for r in (check, other, base)]
+    tables = {t.id: t for s in rp.build_report(loaded).sections for t in s.tables}
+    latency = {row[5]: row for row in tables["latency-table"].rows}
+    assert latency["a" * 12][2] == "whole bsd68 images (tile 256x256)" and latency["a" * 12][3] == "image"
+    assert latency["b" * 12][2] == "whole bsd68 images (tile 64x64)"
+    # per-image latencies of different tilings are not ranked against each other
+    assert sorted(row[2] for row in tables["summary"].rows) == ["whole bsd68 images (tile 256x256)",
+                                                              "whole bsd68 images (tile 64x64)"]
+    tiling = {row[2]: row[6] for row in tables["accuracy-table"].rows}
+    assert tiling == {"a" * 12: "tile 256, overlap 32", "b" * 12: "tile 64, overlap 32 (float: whole image)",
+                      "—": "whole image"}
+    summary = {row[5]: row[9] for row in tables["summary"].rows}
+    assert summary["b" * 12] == "bsd68, 68 images, tile 64, overlap 32 (float: whole image)"

@@ -34,13 +34,8 @@ def _smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     return np.clip(image.astype(int) + texture, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models run fastest on one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -414,9 +409,9 @@ def test_cli_exits_non_zero_on_divergence(pool_dir, tmp_path, capsys):
 
 
 def test_failed_checkpoint_save_keeps_the_previous_checkpoint(pool_dir, tmp_path, monkeypatch):
-    from zoo.train import engine
+    from zoo.train import checkpointing
 
-    real_write = engine._write_state
+    real_write = checkpointing._write_state
 
     def disk_full(state, path):
         if state["iteration"] == 4:
@@ -424,14 +419,14 @@ def test_failed_checkpoint_save_keeps_the_previous_checkpoint(pool_dir, tmp_path
             raise OSError(28, "No space left on device")
         real_write(state, path)
 
-    monkeypatch.setattr(engine, "_write_state", disk_full)
+    monkeypatch.setattr(checkpointing, "_write_state", disk_full)
     config = config_from_dict(tiny_config(pool_dir, train={"iterations": 6}))
     with pytest.raises(ZooError, match=r"checkpoint of iteration 4 .*No space left.*iteration 2\) is intact"):
         train(config, tmp_path / "run", progress=False)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert latest_checkpoint(tmp_path / "run").name == "iter_00000002"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["iter_00000002", "latest.json"]  # no partial folder
-    monkeypatch.setattr(engine, "_write_state", real_write)
+    monkeypatch.setattr(checkpointing, "_write_state", real_write)
     resumed = train(config, tmp_path / "run", resume=True, progress=False)
     assert resumed.finished and [it for it, _ in resumed.losses] == [3, 4, 5, 6]
 

@@ -67,6 +67,8 @@ VALID_FORMS = (
 
 _NUMBER = r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?"
 _RANGE_RE = re.compile(rf"^({_NUMBER})(?:-({_NUMBER}))?$")
+#: A number or range with a minus sign (-5, -5-10, 5--1): reported as negative, not as "not a number".
+_NEGATIVE_RE = re.compile(rf"^-?(?:{_NUMBER})(?:--?(?:{_NUMBER}))?$")
 
 Range = tuple[float, float]
 
@@ -361,25 +363,29 @@ class _Param:
 
 
 def _parse_range(text: str) -> Range:
+    """``"25"`` -> (25, 25), ``"15-50"`` -> (15, 50). A ValueError's message says what is wrong,
+    to follow the parameter's name and value: negative, a reversed range, or not a number."""
     match = _RANGE_RE.match(text)
     if not match:
-        raise ValueError(text)
+        if _NEGATIVE_RE.match(text):
+            raise ValueError("must be >= 0")
+        raise ValueError("is not a number or LOW-HIGH range")
     low = float(match.group(1))
     high = float(match.group(2)) if match.group(2) is not None else low
     if high < low:
-        raise ValueError(text)
+        raise ValueError(f"is reversed: range LOW-HIGH needs LOW <= HIGH (write {match.group(2)}-{match.group(1)})")
     return (low, high)
 
 
 def _parse_odd_int(text: str) -> int:
     if not text.isdigit():
-        raise ValueError(text)
+        raise ValueError("is not valid")
     return int(text)
 
 
 def _parse_blend(text: str) -> str:
     if text not in ("add", "screen"):
-        raise ValueError(text)
+        raise ValueError("is not valid")
     return text
 
 
@@ -608,9 +614,9 @@ def _parse_key_values(spec: str, cls: type[_KeyValueDegradation], text: str | No
         param = cls.PARAMS[key]
         try:
             value = param.parse(raw)
-        except ValueError:
-            value = None
-        if value is None or not param.check(value):
+        except ValueError as err:
+            raise _bad_spec(spec, f"{key}={raw!r} {err} ({param.help})") from None
+        if not param.check(value):
             raise _bad_spec(spec, f"{key}={raw!r} is not valid ({param.help})")
         values[key] = value
     return cls(**values)
@@ -638,8 +644,8 @@ def parse_degradation(spec: str) -> Degradation:
             raise _bad_spec(spec, "gaussian needs a sigma on the 0-255 scale, e.g. gaussian:25")
         try:
             sigma = _parse_range(params)
-        except ValueError:
-            raise _bad_spec(spec, f"sigma {params!r} is not a number or LO-HI range") from None
+        except ValueError as err:
+            raise _bad_spec(spec, f"sigma {params!r} {err}") from None
         if sigma[1] > 255:
             raise _bad_spec(spec, f"sigma {params!r} is beyond 255 (sigma is on the 0-255 scale)")
         return GaussianNoise(sigma)
@@ -657,9 +663,9 @@ def parse_degradation(spec: str) -> Degradation:
                     raise _bad_spec(spec, f"parameter {key!r} given twice")
                 try:
                     low, high = _parse_range(raw.strip())
-                except ValueError:
-                    low, high = (None, None)
-                if low is None or low != high:
+                except ValueError as err:
+                    raise _bad_spec(spec, f"{key}={raw.strip()!r} {err}") from None
+                if low != high:
                     raise _bad_spec(spec, f"{key}={raw.strip()!r} is not a non-negative number")
                 values[key] = low
         return PoissonGaussianNoise(**values)

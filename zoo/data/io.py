@@ -14,20 +14,26 @@ Conversion rules on reading (the same text is in docs/data.md):
 * Palette images (P) become RGB, or RGB + alpha when the palette has transparency.
 * CMYK is converted to RGB (through its ICC profile to sRGB when it has one, else naively).
 * The EXIF orientation tag is applied, so the tensor is upright as a viewer shows it.
-* Multi-frame files (GIF, APNG, TIFF pages) give their first frame.
+* Multi-frame files (GIF, APNG, animated WebP, TIFF pages) give their first frame;
+  ``LoadedImage.frames`` counts them and ``LoadedImage.notes`` says so, for the caller to show.
+
+A file that cannot be decoded (truncated, corrupt, malformed, a header claiming more pixels than
+the limit) raises :class:`ZooError` naming the file, never another exception; see
+docs/bad_inputs.md for every bad input tried.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import sys
 import tempfile
 import threading
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +75,9 @@ class LoadedImage:
     16-bit colour PNGs report "RGB"/"RGBA" like Pillow does). ``alpha``: (1, H, W) float32 in
     [0, 1] or None. ``icc_profile``: the embedded colour profile when it describes RGB data
     (dropped for grey and CMYK sources, whose profiles do not fit the RGB tensor), else None.
+    ``frames``: frames or pages in the file (animated GIF/PNG/WebP, multi-page TIFF); only the
+    first is in ``image``. ``notes``: what the caller should tell the user about this read, one
+    line each (only the first frame used; Pillow's warnings, e.g. corrupt EXIF data), else empty.
     """
 
     image: torch.Tensor
@@ -77,6 +86,8 @@ class LoadedImage:
     alpha: torch.Tensor | None
     path: Path
     icc_profile: bytes | None = None
+    frames: int = 1
+    notes: list[str] = field(default_factory=list)
 
     @property
     def height(self) -> int:
@@ -126,23 +137,32 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Loa
         raise ZooError(f"image {path} does not exist", "check the path")
     if path.is_dir():
         raise ZooError(f"{path} is a folder, not an image file", "pass one image file")
-    with _pillow_settings(limit):
+    with _pillow_settings(limit) as pillow:
         try:
-            with Image.open(path) as opened:
+            with Image.open(path) as opened:  # reads the header only
                 _check_pixel_count(path, opened.size, limit)
-                return _decode(path, opened)
+                pillow.guard_decoding()
+                loaded = _decode(path, opened)
+            loaded.notes += [f"{path}: {message}" for message in pillow.caught_messages()]
+            return loaded
         except ZooError:
             raise
         except PermissionError as err:
             raise ZooError(f"cannot read {path}: permission denied", "check the file's permissions") from err
         except UnidentifiedImageError as err:
+            kind = _claimed_format(path)
+            if kind:
+                raise ZooError(f"cannot decode {path}: it starts like a {kind} file but is truncated or corrupt",
+                               "re-download or re-export the image") from err
             raise ZooError(
                 f"{path} is not an image file Pillow can read",
                 "pass a PNG, JPEG, TIFF, BMP or WebP image",
             ) from err
-        except Image.DecompressionBombError as err:
-            raise ZooError(f"{path} is too large to decode safely ({err})", f"raise {MAX_PIXELS_ENV}") from err
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as err:
+        except Image.DecompressionBombError as err:  # a frame larger than the header said (the zoo's limit)
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            raise _over_limit(path, f"holds a frame of {int(found.group(1)):,} pixels" if found else
+                              "holds a frame", int(found.group(1)) if found else None, limit) from err
+        except _BROKEN_FILE_ERRORS as err:
             reason = " ".join(str(err).split()) or type(err).__name__
             raise ZooError(
                 f"cannot decode {path}: the file is truncated or corrupt ({reason})",
@@ -150,8 +170,33 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Loa
             ) from err
 
 
+#: What Pillow's decoders raise for a broken file; here none of them means anything else. (TypeError:
+#: "Missing dimensions", a TIFF page without its ImageWidth tag, found by tests/test_io_fuzz.py.)
+_BROKEN_FILE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, struct.error, zlib.error)
+
+#: First bytes of the formats read_image reads, to tell a broken image from a file of another kind.
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+               b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP"}
+
+
+def _claimed_format(path: Path) -> str | None:
+    """The format a file's first bytes announce (None for none of ours, or when unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
+
+
 class _pillow_settings:
-    """Within the block: truncated images raise, and Pillow's own bomb check allows ``limit``."""
+    """Within the block: truncated images raise, warnings raised while decoding (Pillow's "Corrupt
+    EXIF data", ...) are kept for :meth:`caught_messages` instead of being printed, and Pillow's
+    own decompression-bomb check is off until :meth:`guard_decoding`: opening reads only the
+    header, and :func:`_check_pixel_count` then names the size and the zoo's limit (Pillow's
+    message would name twice its own limit)."""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -160,14 +205,23 @@ class _pillow_settings:
         _PILLOW_LOCK.acquire()
         self._saved_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
         self._saved_max = Image.MAX_IMAGE_PIXELS
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
         # Our own limit is checked first; Pillow's warning would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         ImageFile.LOAD_TRUNCATED_IMAGES = False
-        if self._saved_max is not None and self.limit > self._saved_max:
-            Image.MAX_IMAGE_PIXELS = self.limit
+        Image.MAX_IMAGE_PIXELS = None
         return self
+
+    def guard_decoding(self) -> None:
+        """Pillow's bomb check on again for what decoding finds later (a GIF frame larger than its
+        screen): it raises above twice MAX_IMAGE_PIXELS, i.e. above the zoo's limit."""
+        Image.MAX_IMAGE_PIXELS = (self.limit + 1) // 2
+
+    def caught_messages(self) -> list[str]:
+        """The distinct warning messages so far, one line each."""
+        return list(dict.fromkeys(" ".join(str(caught.message).split()) for caught in self._caught))
 
     def __exit__(self, *exc_info):
         ImageFile.LOAD_TRUNCATED_IMAGES = self._saved_truncated
@@ -180,10 +234,14 @@ class _pillow_settings:
 def _check_pixel_count(path: Path, size: tuple[int, int], limit: int) -> None:
     width, height = size
     if width * height > limit:
-        raise ZooError(
-            f"{path} is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,}",
-            f"pass max_pixels= or set {MAX_PIXELS_ENV} higher if you trust the file",
-        )
+        raise _over_limit(path, f"is {width}x{height} = {width * height:,} pixels", width * height, limit)
+
+
+def _over_limit(path: Path, what: str, pixels: int | None, limit: int) -> ZooError:
+    """The one message for an image over the pixel limit: the zoo's limit and the setting that raises it."""
+    setting = f"{MAX_PIXELS_ENV}={pixels}" if pixels else f"{MAX_PIXELS_ENV} higher"
+    return ZooError(f"{path} {what}, over the limit of {limit:,} pixels",
+                    f"set {setting} if you trust the file")
 
 
 def _tile_rawmode(image: Image.Image) -> str | None:
@@ -205,6 +263,28 @@ def _with_rawmode(image: Image.Image, rawmode: str) -> None:
     image.tile = new_tiles
 
 
+def _frame_count(path: Path, opened: Image.Image) -> tuple[int, list[str]]:
+    """(frames or pages of an opened file, notes for the user). Called after the first frame is
+    decoded, since it seeks: a broken later frame then costs a note, not the image. A JPEG's MPO
+    extras (depth maps, previews of phone photos) are not frames of the picture: 1."""
+    if opened.format == "MPO":
+        return 1, []
+    try:
+        frames = int(opened.n_frames) if getattr(opened, "is_animated", False) else 1
+    except _BROKEN_FILE_ERRORS:
+        return 2, [f"{path} has more than one frame and the later ones are unreadable; only the first is used"]
+    if frames == 1:
+        return 1, []
+    return frames, [f"{path} has {frames} frames; only the first is used (extract the frame you want as a PNG "
+                    "to restore another)"]
+
+
+def _to_tensor(levels: np.ndarray) -> torch.Tensor:
+    """A tensor of its own: a copy, since a Pillow array is read-only (torch warns about those, and
+    ``ascontiguousarray`` hands a 1x1 image's array over uncopied)."""
+    return torch.from_numpy(np.array(levels, order="C", copy=True))
+
+
 def _decode(path: Path, opened: Image.Image) -> LoadedImage:
     mode = opened.mode
     icc_profile = opened.info.get("icc_profile") or None
@@ -222,13 +302,16 @@ def _decode(path: Path, opened: Image.Image) -> LoadedImage:
             icc_profile = None
     if grey:
         icc_profile = None
+    frames, notes = _frame_count(path, opened)
     return LoadedImage(
-        image=_levels_to_unit(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), bit_depth),
+        image=_levels_to_unit(_to_tensor(pixels.transpose(2, 0, 1)), bit_depth),
         bit_depth=bit_depth,
         mode=mode,
-        alpha=None if alpha is None else _levels_to_unit(torch.from_numpy(np.ascontiguousarray(alpha))[None], bit_depth),
+        alpha=None if alpha is None else _levels_to_unit(_to_tensor(alpha)[None], bit_depth),
         path=path,
         icc_profile=icc_profile,
+        frames=frames,
+        notes=notes,
     )
 
 

@@ -1,0 +1,326 @@
+"""Bad output paths, odd output names, misleading messages and library noise (docs/bad_inputs.md).
+
+Every command that writes refuses an output it cannot write before it does its work, in one line
+with exit status 2; output names are files or folders only when that is unambiguous; the
+messages name what the user can change; the libraries' known-harmless noise stays out of sight
+unless ``--verbose``.
+"""
+
+import errno
+import logging
+import os
+import re
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo import quiet
+from zoo.atomic import ensure_writable
+from zoo.data.io import read_image
+from zoo.errors import ZooError
+from zoo.inference import plan_outputs
+from zoo.registry import create_model, list_models
+from zoo_cli.main import main, take_verbose
+
+#: Ships weights, 0.58 M parameters: cheap enough to run in a test.
+SMALL_MODEL = "hinet-lite-s"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """The single stderr line of a refused command; asserts it names every needle and nothing ran."""
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("zoo: error: ") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    assert captured.out == "", "the command did its work before refusing"
+    return err
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def blocker(tmp_path) -> Path:
+    """A file where an output needs a folder (fails for root too, unlike a read-only folder)."""
+    path = tmp_path / "blocker"
+    path.write_text("a file, not a folder")
+    return path
+
+
+# --- 1. outputs that cannot be written: refused before the work -----------------------------
+
+
+def test_ensure_writable_names_the_file_in_the_way_and_leaves_nothing(tmp_path, blocker):
+    with pytest.raises(ZooError, match=r"cannot write results file .*blocker/sub/r\.json: .*blocker is a file, "
+                                       r"not a folder; pass another --json"):
+        ensure_writable(blocker / "sub" / "r.json", "results file", fix="pass another --json path")
+    with pytest.raises(ZooError, match="it is a folder, not a file"):
+        ensure_writable(tmp_path, "results file")
+    with pytest.raises(ZooError, match="it exists and is not a folder"):
+        ensure_writable(blocker, "report folder", kind="folder")
+    # Missing folders are creatable: checked by creating them, then removed again.
+    assert ensure_writable(tmp_path / "a" / "b" / "r.json", "results file") == tmp_path / "a" / "b" / "r.json"
+    assert ensure_writable(tmp_path / "c" / "d", "output folder", kind="folder") == tmp_path / "c" / "d"
+    assert [p.name for p in tmp_path.iterdir()] == ["blocker"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_ensure_writable_names_a_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ZooError, match=r"permission denied in .*locked; .*make .*locked writable"):
+            ensure_writable(locked / "new" / "out.png", "output file")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_ensure_writable_reports_the_system_reason(tmp_path, monkeypatch):
+    """What the OS says (here a read-only file system, simulated: root bypasses permissions) is the reason."""
+    import zoo.atomic
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(dir) / ".zoo-write-check-x"))
+
+    monkeypatch.setattr(zoo.atomic.tempfile, "mkstemp", read_only)
+    with pytest.raises(ZooError, match=r"cannot write output folder .*new: read-only file system in .*new; "
+                                       r"choose another path, or make .*new writable"):
+        ensure_writable(tmp_path / "new", "output folder", kind="folder")
+    assert not (tmp_path / "new").exists()
+
+
+def _commands_writing_into(blocker: Path, photo: Path, tmp_path: Path) -> dict[str, list]:
+    return {
+        "restore": ["restore", SMALL_MODEL, photo, "-o", blocker / "out.png"],
+        "restore-folder": ["restore", SMALL_MODEL, photo, "-o", f"{blocker / 'out'}/"],
+        "run": ["run", tmp_path / "no-artifact-needed-yet", photo, "-o", blocker / "out.png"],
+        "eval": ["eval", SMALL_MODEL, "--dataset", "bundled", "--limit", "1", "--json", blocker / "r.json"],
+        "bench": ["bench", SMALL_MODEL, "--json", blocker / "b.json"],
+        "baseline": ["baseline", SMALL_MODEL, "--json", blocker / "b.json"],
+        "report": ["report", tmp_path, "-o", blocker / "report"],
+        "export": ["export", SMALL_MODEL, "--target", "onnx", "--precision", "fp32", "--tile", "64",
+                   "-o", blocker / "export"],
+        "train": ["train", REPO / "configs" / "hinet_lite_gaussian_cpu.yaml", "--out", blocker / "run"],
+    }
+
+
+@pytest.mark.parametrize("command", ["restore", "restore-folder", "run", "eval", "bench", "baseline", "report",
+                                     "export", "train"])
+def test_every_writing_command_refuses_an_unwritable_output_first(command, blocker, photo, tmp_path, capsys):
+    argv = _commands_writing_into(blocker, photo, tmp_path)[command]
+    assert run_cli(*argv) == 2
+    one_line_error(capsys, "cannot write", f"{blocker} is a file, not a folder")
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_check_refuses_an_unwritable_results_file_before_measuring(request, tmp_path, blocker, capsys):
+    from tests.tiny_artifact import tiny_artifact, tiny_images
+
+    artifact = tiny_artifact(request)
+    images = tiny_images(tmp_path / "images")
+    assert run_cli("check", artifact, "--dataset", images, "--degradation", "gaussian:25", "--quiet",
+                   "--json", blocker / "check.json") == 2
+    one_line_error(capsys, "cannot write results file", f"{blocker} is a file, not a folder", "--json")
+
+
+def test_an_os_error_while_writing_is_one_line_and_verbose_shows_the_traceback(photo, tmp_path, monkeypatch, capsys):
+    import zoo.data.io
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(zoo.data.io, "write_image", disk_full)
+    out = tmp_path / "out.png"
+    assert run_cli("restore", SMALL_MODEL, photo, "-o", out, "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"zoo: error: cannot access {out}: No space left on device; check the path, its permissions and "
+                   "the free disk space (zoo --verbose shows the traceback)")
+    with pytest.raises(OSError, match="No space left"):
+        run_cli("restore", SMALL_MODEL, photo, "-o", out, "--quiet", "--verbose")
+
+
+# --- 2. output names: a file with a writable extension, or a folder that exists or ends in / --
+
+
+@pytest.mark.parametrize("name, message", [
+    ("out.gif", "the zoo cannot write .gif images"),
+    ("out.webp", "the zoo cannot write .webp images"),
+    ("out.bmp", "the zoo cannot write .bmp images"),
+    ("out.xyz", "extension '.xyz' is not an image format the zoo writes, and no folder of that name exists"),
+    ("out", "has no extension, and no folder of that name exists"),
+])
+def test_an_output_name_that_is_neither_a_writable_image_nor_a_folder_is_refused(tmp_path, photo, name, message):
+    with pytest.raises(ZooError, match=re.escape(message)):
+        plan_outputs([photo], tmp_path / name, overwrite=False)
+    assert not (tmp_path / name).exists()
+
+
+def test_folders_are_existing_ones_or_end_with_a_slash(tmp_path, photo):
+    existing = tmp_path / "existing.gif"  # an odd name, but an existing folder is taken as it is
+    existing.mkdir()
+    assert plan_outputs([photo], existing, overwrite=False) == [existing / "photo.png"]
+    assert plan_outputs([photo], f"{tmp_path / 'new.xyz'}/", overwrite=False) == [tmp_path / "new.xyz" / "photo.png"]
+    assert not (tmp_path / "new.xyz").exists()  # planned, not created
+    assert plan_outputs([photo], tmp_path / "one.tif", overwrite=False) == [tmp_path / "one.tif"]
+
+
+def test_restore_to_a_gif_name_writes_nothing(tmp_path, photo, capsys):
+    assert run_cli("restore", SMALL_MODEL, photo, "-o", tmp_path / "out.gif", "--quiet") == 2
+    one_line_error(capsys, "cannot write .gif images", ".png, .jpg, .jpeg, .tif, .tiff")
+    assert not (tmp_path / "out.gif").exists()
+
+
+# --- 3. messages that name what the user can change ------------------------------------------
+
+
+def test_restore_without_weights_suggests_only_what_restore_takes(tmp_path, photo, capsys):
+    name = next(c.name for c in list_models() if c.name.startswith("mhnet-lite") and not c.has_weights)
+    assert run_cli("restore", name, photo, "-o", tmp_path / "o.png", "--quiet") == 2
+    err = one_line_error(capsys, "no trained weights", "--weights")
+    assert "--untrained" not in err
+    with pytest.raises(ZooError, match="or --untrained for a pipeline"):  # eval, bench, export do take it
+        create_model(name)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (no pixel data)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_the_pixel_limit_message_names_one_limit_and_the_setting_a_user_has(tmp_path, capsys):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header(100_000, 100_000))
+    with pytest.raises(ZooError) as caught:
+        read_image(huge)
+    message = str(caught.value)
+    assert message == (f"{huge} is 100000x100000 = 10,000,000,000 pixels, over the limit of 100,000,000 pixels; "
+                       "set ZOO_MAX_PIXELS=10000000000 if you trust the file")
+    assert "max_pixels=" not in message  # a Python argument, not something a command line can pass
+    assert run_cli("restore", SMALL_MODEL, huge, "-o", tmp_path / "o.png", "--quiet") == 2
+    one_line_error(capsys, "over the limit of 100,000,000 pixels", "ZOO_MAX_PIXELS=")
+
+
+# Negative numbers and reversed ranges in degradation specs: rows of
+# tests/test_degradations.py::test_bad_specs_name_the_problem_and_list_the_forms.
+
+
+def test_restore_takes_a_folder_of_images(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("b.png", "a.jpg", ".hidden.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "restored"
+    assert run_cli("restore", SMALL_MODEL, folder, "-o", f"{out}/", "--quiet") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" -> ")[0] for line in lines] == [str(folder / "a.jpg"), str(folder / "b.png")]
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.png"]
+    assert read_image(out / "b.png").image.shape == (3, 20, 28)
+
+    assert run_cli("restore", SMALL_MODEL, folder, "-o", tmp_path / "one.png", "--quiet") == 2
+    one_line_error(capsys, f"input folder {folder} cannot be written to the one file", f"-o {tmp_path / 'one'}/")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("restore", SMALL_MODEL, empty, "-o", f"{out}/", "--quiet") == 2
+    one_line_error(capsys, f"input folder {empty} holds no image files")
+
+
+# --- 4. library noise: filtered by default, shown with --verbose -----------------------------
+
+
+@pytest.fixture
+def fresh_quiet(monkeypatch):
+    """zoo.quiet as if the zoo command had not run yet in this process; filters removed afterwards."""
+    monkeypatch.setattr(quiet, "_quiet", False)
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    for name in quiet.LOG_MESSAGES:
+        logger = logging.getLogger(name or None)
+        monkeypatch.setattr(logger, "filters", [f for f in logger.filters if not isinstance(f, quiet._MessageFilter)])
+
+
+def test_known_noise_is_filtered_and_everything_else_still_shows(fresh_quiet, caplog):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert quiet.quiet_library_noise()
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use TreeSpec", FutureWarning)
+        warnings.warn("a real deprecation", FutureWarning)
+    assert [str(w.message) for w in caught] == ["a real deprecation"]
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("torchao").warning("Failed to load /x/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: no")
+        logging.getLogger("torchao").warning("a real torchao warning")
+        logging.getLogger().warning("Your model is converted in training mode. Please set the module ...")
+    assert caplog.messages == ["a real torchao warning"]
+
+
+def test_verbose_filters_nothing(fresh_quiet, monkeypatch):
+    assert not quiet.quiet_library_noise(verbose=True)
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "1")
+    assert not quiet.quiet_library_noise()
+    assert not quiet._quiet and not logging.getLogger("torchao").filters
+    assert take_verbose(["export", "--verbose", "m", "--", "--verbose"]) == (["export", "m", "--", "--verbose"], True)
+    assert take_verbose(["list"]) == (["list"], False)
+
+
+def test_c_stderr_lines_are_filtered_only_when_quiet(fresh_quiet, capfd):
+    noise = b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n"
+    real = b"real C++ line\n 50%|#####     |\r"
+    with quiet.c_stderr_filtered():  # not quiet yet: everything passes
+        os.write(2, noise)
+    assert capfd.readouterr().err == noise.decode()
+    quiet.quiet_library_noise()
+    with quiet.c_stderr_filtered():
+        os.write(2, noise + real + noise)
+    assert capfd.readouterr().err == real.decode()
+
+
+def test_export_prints_its_steps_and_no_library_noise(tmp_path, capfd):
+    """About 8 s: a real ONNX export through the zoo command (it logs 'torchvision is not installed'
+    four times and the LeafSpec FutureWarning without the filters)."""
+    out = tmp_path / "export"
+    assert run_cli("export", SMALL_MODEL, "--target", "onnx", "--precision", "fp32", "--tile", "64", "-o", out) == 0
+    captured = capfd.readouterr()
+    lines = captured.err.splitlines()
+    steps = [re.match(r"^\[\s*\d+\.\d s\] (\w+): ", line) for line in lines]
+    assert all(steps), captured.err
+    assert [step.group(1) for step in steps] == ["prepare", "lower", "verify", "write", "done"]
+    assert "wrote" in captured.out and (out / "manifest.json").is_file()
+
+
+def test_animated_gif_restores_its_first_frame_and_says_so(tmp_path, capsys):
+    """An animated GIF is restored from its first frame, and `zoo restore` prints that as a warning."""
+    from PIL import Image
+
+    from zoo_cli.main import main
+
+    frames = [Image.new("RGB", (24, 24), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert main(["restore", "hinet-lite-s", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "out.png"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "first" in err and "3" in err
+    restored = Image.open(tmp_path / "out.png").convert("RGB")
+    red, green, blue = restored.getpixel((12, 12))
+    assert red > green and red > blue  # the first (red) frame
