@@ -516,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """``zoo bench``: time each TARGET, print the table, write the results JSON; exit status."""
     from zoo.atomic import ensure_writable
+    from zoo.quiet import c_stderr_filtered
 
     args = build_parser().parse_args(argv)
     path = Path(args.json) if args.json else Path("results") / f"bench_{rs.utc_now().replace(':', '')}.json"
@@ -533,7 +534,8 @@ def main(argv: list[str]) -> int:
         if not args.quiet:
             print(f"bench {config.label} ...", file=sys.stderr, flush=True)
         if config.artifact:
-            records.append(bench_artifact(config.target, **common))
+            with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
+                records.append(bench_artifact(config.target, **common))
         else:
             records.append(bench_model(config, size, weights=args.weights, untrained=args.untrained,
                                        batch=args.batch, **common))

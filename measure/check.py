@@ -335,11 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """``zoo check``: run the check, print the table, write (and resume) the results file; exit status."""
+    from zoo.quiet import c_stderr_filtered
+
     args = build_parser().parse_args(argv)
     try:
-        document = run_check(args.artifact, args.dataset, args.degradation, data_root=args.data_root, limit=args.limit,
-                             reference=args.reference, weights=args.weights, json_path=args.json,
-                             restart=args.restart, worst=args.worst, progress=not args.quiet)
+        with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
+            document = run_check(args.artifact, args.dataset, args.degradation, data_root=args.data_root,
+                                 limit=args.limit,
+                                 reference=args.reference, weights=args.weights, json_path=args.json,
+                                 restart=args.restart, worst=args.worst, progress=not args.quiet)
     except KeyboardInterrupt:
         print("zoo check: interrupted; the images measured so far are kept in the results file (complete: false): "
               "rerun the same command to resume", file=sys.stderr)

@@ -203,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15, help="operators printed (default 15)")
     parser.add_argument("--json", type=Path, help="write a results file with a bench record holding the profile")
     args = parser.parse_args(argv)
-    record = profile_record(args.artifact, runs=args.runs, warmup=args.warmup)
+    from zoo.quiet import c_stderr_filtered
+
+    with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
+        record = profile_record(args.artifact, runs=args.runs, warmup=args.warmup)
     print(f"{record['model']}: {record['notes'][0]}")
     for op in record["operators"][:args.top]:
         print(f"{op['total_ms']:9.3f} ms {op['share'] * 100:5.1f} %  x{op['calls']:<3} "
