@@ -502,3 +502,18 @@ def test_smoke_config_trains_on_the_bundled_photos(tmp_path, capsys):
     if fallback:  # no CUDA here: the run says it falls back to the CPU in float32
         assert "CUDA is not available: training on the CPU" in captured.err
         assert "apply on CUDA only" in captured.err
+
+
+def test_super_resolution_validation_is_measured_on_y_with_a_border_crop(pool_dir, tmp_path, monkeypatch):
+    """SR runs validate as `zoo eval` measures SR (BT.601 Y, border crop = scale), not RGB."""
+    import zoo.metrics
+
+    seen = []
+    original = zoo.metrics.psnr
+    monkeypatch.setattr(zoo.metrics, "psnr", lambda *a, **k: seen.append(k) or original(*a, **k))
+    raw = tiny_config(pool_dir, model={"family": "zoo.models.idsanet:IDSANetLite", "kwargs": {"scale": 2, "channels": 4,
+                                                                                          "blocks": 1}},
+                      data={"degradation": "bicubic:x2"}, loss={"type": "psnr", "stage_weights": None},
+                      train={"val_interval": 2})
+    train(config_from_dict(raw), tmp_path / "run", progress=False)
+    assert seen and all(k == {"y_channel": True, "crop_border": 2} for k in seen)

@@ -604,10 +604,20 @@ class _Run:
         return getattr(self.train_model, "module", self.train_model) if self.dist.active else self.train_model
 
     def validate(self, iteration: int) -> float:
-        """Mean PSNR (dB, RGB, outputs clamped to [0, 1]) on the validation images; saves a new best."""
+        """Mean PSNR (dB, outputs clamped to [0, 1]) on the validation images; saves a new best.
+
+        RGB for restoration; for super-resolution (a degradation with scale > 1) the literature's
+        BT.601 Y channel with a border crop of the scale, as ``zoo eval`` measures it.
+        """
         from zoo.atomic import write_json
         from zoo.checkpoints import save_weights
         from zoo.metrics import psnr
+
+        from zoo.data.degradations import parse_degradation
+
+        spec = self.config.data.degradation
+        scale = parse_degradation(spec).scale if spec else 1
+        metric = {"y_channel": scale > 1, "crop_border": scale if scale > 1 else 0}
 
         net = self.evaluated_model()
         was_training = net.training
@@ -618,7 +628,7 @@ class _Run:
             for item in self.validation:
                 with self.autocast():
                     restored = net(item.degraded.unsqueeze(0).to(self.device))
-                scores.append(psnr(restored.float().clamp(0, 1).cpu(), item.target.unsqueeze(0)))
+                scores.append(psnr(restored.float().clamp(0, 1).cpu(), item.target.unsqueeze(0), **metric))
         net.train(was_training)
         value = float(np.mean(scores))
         if self.best_psnr is None or value > self.best_psnr:
