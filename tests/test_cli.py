@@ -208,3 +208,13 @@ def test_eval_untrained_is_labelled(tmp_path, data_root, capsys):
                    result_path, "--quiet", "--data-root", data_root) == 0
     assert json.loads(result_path.read_text())["untrained"] is True
     assert "NOT a restoration" in capsys.readouterr().out
+
+
+def test_output_piped_into_a_reader_that_stops_is_not_an_error():
+    """`zoo list | head -1`: the closed pipe is not reported as an error."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m zoo_cli list | head -1", shell=True, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.startswith("model") and "error" not in proc.stderr

@@ -73,13 +73,13 @@ def cmd_list(args) -> int:
     from zoo.registry import list_models
 
     cards = list_models()
-    header = f"{'model':<18} {'task':<14} {'variant':<26} {'params(M)':>9} {'GMACs@256':>9}  weights"
+    header = f"{'model':<18} {'task':<16} {'variant':<16} {'params(M)':>9} {'GMACs@256':>9}  weights"
     print(header)
     print("-" * len(header))
     for card in cards:
         params, macs = _model_size(card)
         weights = "zero-shot" if card.zero_shot else ("shipped" if card.has_weights else "none (--weights)")
-        print(f"{card.name:<18} {card.task:<14} {card.variant[:26]:<26} {params:>9} {macs:>9}  {weights}")
+        print(f"{card.name:<18} {card.task:<16} {card.variant[:16]:<16} {params:>9} {macs:>9}  {weights}")
     return 0
 
 

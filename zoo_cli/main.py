@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from zoo.commands import Command, zoo_commands
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `zoo list | head`: the reader stopped reading; nothing to report
+        try:
+            sys.stdout = open(os.devnull, "w")  # so the interpreter's final flush cannot fail again
+        except OSError:
+            pass
+        return 0
     except OSError as err:  # the environment, not the zoo: one line instead of a traceback
         if verbose:
             raise

@@ -335,14 +335,19 @@ def receptive_radius(encoder_blocks: Sequence[int], decoder_blocks: Sequence[int
 # Registered tiers (the numbers in the summaries are checked by tests/test_hinet_lite.py)
 
 TEACHER = "hinet-sidd-1x"
+_LITE = ((32, 64, 128, 256), (1, 1, 1, 2), (1, 1, 1))
+_LITE_S = ((16, 32, 64, 128), (1, 1, 1, 1), (1, 1, 1))
 _TIERS = (
-    # name, variant, widths, encoder blocks, decoder blocks, weights file, summary
-    ("hinet-lite", "lite", (32, 64, 128, 256), (1, 1, 1, 2), (1, 1, 1), "hinet_lite_gaussian.safetensors",
+    # name, variant, task, training degradation, (widths, encoder blocks, decoder blocks), weights file, summary
+    ("hinet-lite", "lite", "denoise", "gaussian:15-50", _LITE, "hinet_lite_gaussian.safetensors",
      "HINet-Lite: one-stage int8-friendly U-Net student of HINet for colour Gaussian denoising (sigma 15-50); "
      "3.49 M parameters, 2.73 GMACs at 256x256 (1/58 of hinet-sidd-1x)"),
-    ("hinet-lite-s", "lite-s", (16, 32, 64, 128), (1, 1, 1, 1), (1, 1, 1), "hinet_lite_s_gaussian.safetensors",
+    ("hinet-lite-s", "lite-s", "denoise", "gaussian:15-50", _LITE_S, "hinet_lite_s_gaussian.safetensors",
      "HINet-Lite-S: half-width HINet-Lite for colour Gaussian denoising (sigma 15-50); "
      "0.58 M parameters, 0.64 GMACs at 256x256 (1/248 of hinet-sidd-1x)"),
+    ("hinet-lite-derain", "lite", "derain", "rain", _LITE, "hinet_lite_derain.safetensors",
+     "HINet-Lite for rain-streak removal (the zoo's Rain100L-style synthetic rain), fine-tuned from the "
+     "hinet-lite denoiser; 3.49 M parameters, 2.73 GMACs at 256x256"),
 )
 
 
@@ -350,7 +355,15 @@ def _build(widths: tuple[int, ...], encoder_blocks: tuple[int, ...], decoder_blo
     return HINetLite(3, widths, encoder_blocks, decoder_blocks).eval()
 
 
-def _notes(widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
+_TASK_NOTES = {
+    "denoise": "task: colour Gaussian denoising, one model for sigma 15-50 (0-255 scale), noise level not given "
+               "(train with degradation gaussian:15-50); output clamped to [0, 1] in eval mode only",
+    "derain": "task: rain-streak removal (degradation `rain`: additive Rain100L-style streaks, density 0.004, "
+              "length 15-25 px, 80-100 degrees); output clamped to [0, 1] in eval mode only",
+}
+
+
+def _notes(task: str, widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
            decoder_blocks: tuple[int, ...]) -> tuple[str, ...]:
     radius = receptive_radius(encoder_blocks, decoder_blocks)
     encoder_taps = ", ".join(
@@ -360,8 +373,7 @@ def _notes(widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
         f"decoders.{j} ({widths[len(widths) - 2 - j]} ch, 1/{2 ** (len(widths) - 1 - j)}) ~ up_path_2.{j} "
         f"({64 * 2 ** (len(widths) - 1 - j)} ch)" for j in range(len(widths) - 1))
     return (
-        "task: colour Gaussian denoising, one model for sigma 15-50 (0-255 scale), noise level not given "
-        "(train with degradation gaussian:15-50); output clamped to [0, 1] in eval mode only",
+        _TASK_NOTES[task],
         "shape: pixel_unshuffle(2) then a 4-level U-Net at 1/2..1/16 resolution (the resolutions of HINet's "
         f"levels 1-4, widths {'/'.join(map(str, widths))}), residual blocks conv3x3-ReLU-conv3x3 "
         f"(encoder {'/'.join(map(str, encoder_blocks))}, decoder {'/'.join(map(str, decoder_blocks))} blocks), "
@@ -382,11 +394,11 @@ def _notes(widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
     )
 
 
-for _name, _variant, _widths, _encoder, _decoder, _weights, _summary in _TIERS:
+for _name, _variant, _task, _degradation, (_widths, _encoder, _decoder), _weights, _summary in _TIERS:
     register(ModelCard(
         name=_name,
         family="hinet",
-        task="denoise",
+        task=_task,
         variant=_variant,
         summary=_summary,
         builder=partial(_build, _widths, _encoder, _decoder),
@@ -395,9 +407,9 @@ for _name, _variant, _widths, _encoder, _decoder, _weights, _summary in _TIERS:
         weights=_weights,
         tile=256,
         overlap=32,
-        training_degradation="gaussian:15-50",
+        training_degradation=_degradation,
         # conv / ReLU / add / pixel (un)shuffle only: int8 XNNPACK runs the whole model as one delegate
         single_int8_partition=True,
         paper=PAPER,
-        notes=_notes(_widths, _encoder, _decoder),
+        notes=_notes(_task, _widths, _encoder, _decoder),
     ))
