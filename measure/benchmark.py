@@ -183,6 +183,7 @@ def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: P
     """Export the int8 XNNPACK artifact (once) and check it on the set (``zoo check``, resumable)."""
     from export_mobile.api import export_model
     from measure.check import run_check
+    from zoo.quiet import c_stderr_filtered
 
     if seed != 0:
         raise ZooError("int8 rows are checked with seed 0 (zoo check's protocol)", "drop --seed or --int8")
@@ -193,8 +194,9 @@ def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: P
         export_model(card.name, "executorch-xnnpack", "int8", tile, folder, calibration="auto",
                      data_root=data_root)
     safe_spec = spec.replace(":", "").replace(",", "_").replace("=", "")
-    doc = run_check(folder, dataset, spec, data_root=data_root, limit=limit,
-                    json_path=work / f"check_{card.name}_{dataset}_{safe_spec}.json", progress=progress)
+    with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
+        doc = run_check(folder, dataset, spec, data_root=data_root, limit=limit,
+                        json_path=work / f"check_{card.name}_{dataset}_{safe_spec}.json", progress=progress)
     record = [r for r in doc["records"] if r["kind"] == "check"][-1]
     cell["images"] = [{"image": image["name"], "psnr": image["psnr"], "ssim": image.get("ssim"),
                        "seconds": round(image["latency_ms"] / 1000.0, 4),
