@@ -92,12 +92,10 @@ class ClassicalMethod:
 
 
 def _input(degraded: torch.Tensor, degradation, seed: int) -> torch.Tensor:
-    scale = int(getattr(degradation, "scale", 1) or 1)
-    if scale == 1:
-        return degraded
-    from zoo.data.resize import imresize
+    """The degraded image at the target's size, exactly as ``zoo eval``'s input row measures it."""
+    from zoo.evaluate import _input_reference
 
-    return imresize(degraded, scale).clamp(0, 1)
+    return _input_reference(degraded, int(getattr(degradation, "scale", 1) or 1))
 
 
 def _true_sigma(degradation, seed: int) -> float:
@@ -223,6 +221,7 @@ def tune_deconvolution(spec: str = "motion-blur:noise=2.55", images: int = 8, cr
     Returns ``{"richardson-lucy": {iterations: mean PSNR}, "wiener": {balance: mean PSNR}}`` (RGB
     PSNR in dB of 8-bit outputs) for the blur ``spec``.
     """
+    from zoo.benchmarks.inr_ablation import centre_crop
     from zoo.data.datasets import open_dataset
     from zoo.data.degradations import parse_degradation
     from zoo.data.io import quantize
@@ -233,9 +232,7 @@ def tune_deconvolution(spec: str = "motion-blur:noise=2.55", images: int = 8, cr
     scores: dict[str, dict] = {"richardson-lucy": {}, "wiener": {}}
     grid = {"richardson-lucy": (5, 10, 20, 40, 80, 150), "wiener": (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)}
     for index in range(len(data)):
-        clean = data[index].target
-        top, left = (clean.shape[1] - crop) // 2, (clean.shape[2] - crop) // 2
-        clean = clean[:, max(top, 0):max(top, 0) + crop, max(left, 0):max(left, 0) + crop].contiguous()
+        clean = centre_crop(data[index].target, crop)
         blurred = degradation(clean, seed + index)
         for steps in grid["richardson-lucy"]:
             out = richardson_lucy(blurred, degradation, seed + index, iterations=steps)
