@@ -41,6 +41,7 @@ from export_mobile.manifest import (
 )
 from export_mobile.targets import PRECISIONS, get_target, int8_recipe_of, supports_dynamic
 from export_mobile.targets.base import ExportRequest, ExportResult
+from quantize.provenance import make_provenance, recorded_provenance
 from zoo.errors import ZooError
 
 __all__ = ["ExportOutcome", "export_model", "parse_tile", "resolve_overlap", "reference_input",
@@ -297,7 +298,8 @@ def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized,
                            f"pass a quantized model of {card.name}")
         info = {"method": sidecar.get("method", "ptq"), "recipe": sidecar.get("recipe", recipe),
                 "numerics": sidecar.get("numerics"),
-                "calibration": sidecar.get("calibration"), "source": Path(quantized).name}
+                "calibration": sidecar.get("calibration"), "source": Path(quantized).name,
+                "provenance": recorded_provenance(sidecar)}
         return graph_module, info
     if cache is not None and cache_key in cache:
         return cache[cache_key]
@@ -311,7 +313,8 @@ def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized,
     graph_module = quantize_ptq(model, example, recipe, calibration_set, mixed=MixedPrecision.parse(mixed))
     recorded = quantization_info(graph_module)
     info = {"method": "ptq", "recipe": recipe, "numerics": recorded.get("numerics"),
-            "calibration": {**calibration_set.describe(), "mixed_precision": mixed or "none"}, "source": None}
+            "calibration": {**calibration_set.describe(), "mixed_precision": mixed or "none"}, "source": None,
+            "provenance": recorded.get("provenance")}
     if cache is not None:
         cache[cache_key] = (graph_module, info)
     return graph_module, info
@@ -447,7 +450,8 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
             calibration_images=calibration_images, data_root=data_root, mixed=mixed, cache=cache, cache_key=key)
         timings["quantize_s"] = time.perf_counter() - quantize_start
     elif precision == "int8":
-        quantization = {"method": "target", "recipe": None, "numerics": None, "calibration": None, "source": None}
+        quantization = {"method": "target", "recipe": None, "numerics": None, "calibration": None, "source": None,
+                        "provenance": make_provenance("target", target, mixed=None)}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))

@@ -33,6 +33,7 @@ TOOL_PACKAGES = ("mobile-restoration-zoo", "torch", "torchao", "executorch", "co
 FP16_MAX = 65504.0
 
 __all__ = ["MANIFEST_NAME", "FORMAT", "FORMAT_VERSION", "SCHEMA_PATH", "load_schema", "validate_manifest",
+           "manifest_errors", "tiling_errors",
            "write_manifest", "read_manifest", "sha256_of", "tool_versions", "tensor_spec", "utc_now"]
 
 
@@ -47,8 +48,50 @@ def load_schema() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+_FIX = "re-export the artifact with `zoo export` (do not edit manifest.json by hand)"
+
+
+def tiling_errors(manifest: dict) -> list[str]:
+    """What a schema cannot say about a schema-valid ``manifest``, as ``"field.path: message"``:
+    ``tiling`` must be a square tile plan ``zoo.tiling.plan_tiles`` accepts, ``tiling.scale`` must
+    equal ``model.scale``, and ``inputs[0]`` / ``outputs[0]`` must hold one RGB tile of
+    ``tiling.tile`` / ``tiling.tile * scale`` pixels in their layout (-1 for a dynamic height or
+    width). The demo apps make the same checks on load, so a tile whose output would not fit
+    the artifact is refused before any image runs. Empty when consistent.
+    """
+    from zoo.tiling import plan_tiles
+
+    tiling = manifest["tiling"]
+    height, width = tiling["tile"]
+    if height != width:
+        return [f"tiling.tile: tile {height}x{width} is not square; the tile plan uses square tiles: "
+                "export with a square --tile"]
+    errors = []
+    scale = tiling["scale"]
+    if scale != manifest["model"]["scale"]:
+        errors.append(f"tiling.scale: {scale} differs from model.scale {manifest['model']['scale']}")
+    try:
+        plan_tiles(height, height, tile=height, overlap=tiling["overlap"], size_multiple=tiling["size_multiple"],
+                   margin=tiling["margin"])
+    except ZooError as err:
+        errors.append(f"tiling: {err}")
+    dynamic = manifest["dynamic_shapes"]
+    for kind, side, what in (("inputs", height, f"tiling.tile {height}"),
+                             ("outputs", height * scale, f"tiling.tile {height} x scale {scale} = {height * scale}")):
+        spec = manifest[kind][0]
+        expected = [1, 3, side, side] if spec["layout"] == "NCHW" else [1, side, side, 3]
+        spatial = (2, 3) if spec["layout"] == "NCHW" else (1, 2)
+        shape = spec["shape"]
+        if any(value != wanted and not (dynamic and value == -1 and index in spatial)
+               for index, (value, wanted) in enumerate(zip(shape, expected))):
+            errors.append(f"{kind}[0].shape: {shape} does not fit {spec['layout']} RGB tiles of {what}: "
+                          f"expected {expected}")
+    return errors
+
+
 def manifest_errors(manifest, *, use_jsonschema: bool | None = None) -> list[str]:
-    """Every schema violation of ``manifest`` as ``"field.path: message"`` (empty when valid).
+    """Every schema violation of ``manifest`` as ``"field.path: message"`` (empty when valid; the
+    consistency of a schema-valid one is :func:`tiling_errors`).
 
     ``use_jsonschema``: True forces jsonschema (ImportError when missing), False the built-in
     validator, None (default) jsonschema when importable.
@@ -57,13 +100,18 @@ def manifest_errors(manifest, *, use_jsonschema: bool | None = None) -> list[str
 
 
 def validate_manifest(manifest, *, source: str = "manifest", use_jsonschema: bool | None = None) -> dict:
-    """Return ``manifest`` when it follows the schema, else raise :class:`ZooError` naming the field.
+    """Return ``manifest`` when it follows the schema and its tiling fits its tensors
+    (:func:`tiling_errors`), else raise :class:`ZooError` naming the field.
 
     A manifest of a newer ``format_version`` gets its own message (upgrade the zoo).
     """
-    return validate_document(manifest, load_schema(), source=source, format_name=FORMAT,
-                             format_version=FORMAT_VERSION, use_jsonschema=use_jsonschema,
-                             fix="re-export the artifact with `zoo export` (do not edit manifest.json by hand)")
+    validate_document(manifest, load_schema(), source=source, format_name=FORMAT, format_version=FORMAT_VERSION,
+                      use_jsonschema=use_jsonschema, fix=_FIX)
+    errors = tiling_errors(manifest)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ZooError(f"{source} is invalid: field {errors[0]}{more}", _FIX)
+    return manifest
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from measure.results import finite_or_none
+from quantize.provenance import UNKNOWN, provenance_label
 from zoo.errors import ZooError
 
 __all__ = ["Loaded", "SHA_PREFIX", "results_root", "load_results", "artifact_key", "artifact_label", "input_text",
            "tiling_text", "accuracy_tiling", "runtime_label", "latency_key", "best_accuracy", "drop_db", "drop_tiling",
-           "baseline_latency", "measured_rows", "merge_rows", "card_rows", "update_cards", "model_measured",
-           "format_measured", "fmt"]
+           "baseline_latency", "is_quantized", "artifact_quantization", "quantization_label", "measured_rows",
+           "merge_rows", "card_rows", "update_cards", "model_measured", "format_measured", "fmt"]
 
 #: Characters of the artifact sha256 kept in labels, card rows and file names.
 SHA_PREFIX = 12
@@ -40,6 +41,10 @@ SHA_PREFIX = 12
 CARD_MARKER = "# --- measured: written by `zoo report --update-cards` from results files; edit the rows above ---"
 #: Decimals kept in card rows and shown in reports: PSNR/drop dB, SSIM, milliseconds.
 DIGITS = {"db": 2, "ssim": 4, "ms": 2}
+#: Precisions of float artifacts: no quantization provenance to show.
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
+#: Order of the keys of a measured row (others follow).
+ROW_KEYS = ("model", "artifact", "target", "precision", "sha256", "quantization", "accuracy", "latency")
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,34 @@ def baseline_latency(record: dict, loaded: Sequence[Loaded]) -> float | None:
     return None
 
 
+def is_quantized(key: tuple) -> bool:
+    """Whether an artifact key (:func:`artifact_key`) names a quantized artifact (int8, w8a16, ...):
+    an exported file (sha256 known) whose precision is not a float one."""
+    _target, precision, digest = key
+    return digest is not None and precision not in FLOAT_PRECISIONS
+
+
+def artifact_quantization(loaded: Sequence[Loaded]) -> dict[tuple[str, tuple], dict]:
+    """``(model, artifact key) -> provenance record`` (:mod:`quantize.provenance`) of every artifact
+    some record carries one for (``artifact.quantization``; the newest wins). An artifact missing
+    here was measured before provenance was recorded (or by an app that does not copy it)."""
+    found: dict[tuple[str, tuple], dict] = {}
+    for item in _newest_first(loaded):
+        provenance = (item.record.get("artifact") or {}).get("quantization")
+        if provenance:
+            found.setdefault((item.record["model"], artifact_key(item.record)), provenance)
+    return found
+
+
+def quantization_label(record: dict, provenances: dict[tuple[str, tuple], dict]) -> str:
+    """How the artifact of ``record`` was quantized (:func:`quantize.provenance.provenance_label`),
+    :data:`quantize.provenance.UNKNOWN` when no record says, ``"—"`` for a float artifact or PyTorch."""
+    key = artifact_key(record)
+    if not is_quantized(key):
+        return "—"
+    return provenance_label(provenances.get((record["model"], key)))
+
+
 # --------------------------------------------------------------------------------------------
 # Measured rows (model cards, zoo info)
 # --------------------------------------------------------------------------------------------
@@ -290,19 +323,23 @@ def measured_rows(loaded: Sequence[Loaded]) -> list[dict]:
     """One row per (model, artifact) of ``loaded`` records, sorted by model then PSNR (best first).
 
     Row: ``model``, ``artifact`` (label), ``target``, ``precision``, ``sha256`` (prefix, None for
-    PyTorch), ``accuracy`` (``dataset``, ``degradation``, ``images``, ``psnr_db``, ``ssim``,
+    PyTorch), for a quantized artifact ``quantization`` (the provenance record of
+    :func:`artifact_quantization`, or the text :data:`quantize.provenance.UNKNOWN`),
+    ``accuracy`` (``dataset``, ``degradation``, ``images``, ``psnr_db``, ``ssim``,
     ``drop_db``, ``tiling`` when the record says; None when not measured; the evaluation with the
     most images, :func:`best_accuracy`) and ``latency``: one entry per (host, runtime, input, per)
     with ``median_ms``, ``p90_ms`` and the ``date`` measured (the newest record wins).
     """
     accuracy = best_accuracy(loaded)
+    provenances = artifact_quantization(loaded)
     rows: dict[tuple[str, tuple], dict] = {}
     for item in _newest_first(loaded):
         record = item.record
         key = (record["model"], artifact_key(record))
         target, precision, digest = key[1]
+        quantization = {"quantization": provenances.get(key) or UNKNOWN} if is_quantized(key[1]) else {}
         row = rows.setdefault(key, {"model": record["model"], "artifact": artifact_label(key[1], sha=False),
-                                    "target": target, "precision": precision, "sha256": digest,
+                                    "target": target, "precision": precision, "sha256": digest, **quantization,
                                     "accuracy": None, "latency": []})
         if record.get("latency_ms") and finite_or_none(record["latency_ms"]["median"]) is not None:
             entry = _latency_entry(record)
@@ -337,10 +374,24 @@ def _images(accuracy: dict | None) -> int:
     return int((accuracy or {}).get("images") or 0)
 
 
+def _known(quantization) -> bool:
+    """Whether a row's ``quantization`` says how (a provenance record or a label other than UNKNOWN)."""
+    return bool(quantization) and quantization != UNKNOWN
+
+
+def _ordered(row: dict) -> dict:
+    """``row`` with its keys in :data:`ROW_KEYS` order and, for a quantized artifact, a
+    ``quantization`` (:data:`quantize.provenance.UNKNOWN` when no record gave one)."""
+    if is_quantized((row.get("target"), row.get("precision"), row.get("sha256"))) and not row.get("quantization"):
+        row = {**row, "quantization": UNKNOWN}
+    return {**{key: row[key] for key in ROW_KEYS if key in row}, **row}
+
+
 def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
     """Rows of ``old`` updated with ``new`` (same model and artifact): the accuracy measured on more
     images wins (a 2-image smoke test never replaces a 68-image evaluation; ``new`` wins a tie),
-    latency entries are joined (a new entry replaces one of the same host, runtime, input and unit).
+    latency entries are joined (a new entry replaces one of the same host, runtime, input and unit),
+    a known ``quantization`` provenance wins over an unknown one (``new`` wins between two known).
     Rows only in ``old`` are kept."""
     merged = {_row_key(row): {**row, "latency": list(row.get("latency") or [])} for row in old}
     for row in new:
@@ -351,10 +402,12 @@ def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
         target = merged[key]
         if row.get("accuracy") and _images(row["accuracy"]) >= _images(target.get("accuracy")):
             target["accuracy"] = row["accuracy"]
+        if _known(row.get("quantization")) or (row.get("quantization") and not target.get("quantization")):
+            target["quantization"] = row["quantization"]
         entries = {_latency_entry_key(entry): entry for entry in target["latency"]}
         entries.update({_latency_entry_key(entry): entry for entry in row.get("latency") or []})
         target["latency"] = sorted(entries.values(), key=lambda e: (e["host"], e["input"], e["median_ms"]))
-    return sorted(merged.values(), key=_row_order)
+    return sorted((_ordered(row) for row in merged.values()), key=_row_order)
 
 
 def _card_path(model: str, cards_dir: str | os.PathLike | None) -> Path:
@@ -432,6 +485,8 @@ def format_measured(rows: Sequence[dict]) -> list[str]:
         else:
             label += ": accuracy not measured"
         lines.append(f"measured: {label}")
+        if "quantization" in row:
+            lines.append(f"  quantized: {provenance_label(row['quantization'])}")
         for entry in row.get("latency") or []:
             lines.append(f"  latency: {entry['host']}, {entry['runtime']}, {entry['input']} per {entry['per']}: "
                          f"median {fmt(entry['median_ms'], DIGITS['ms'])} ms, p90 {fmt(entry.get('p90_ms'), DIGITS['ms'])} ms"

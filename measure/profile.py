@@ -171,13 +171,12 @@ def profile_record(artifact_path: str | Path, input=None, runs: int = 10, *, war
     report); the median ``Method::execute`` time (ms, ETDump's clock) is in ``notes``."""
     from importlib.metadata import version
 
-    from measure.results import host_info, latency_summary, new_record
+    from measure.results import artifact_info, host_info, latency_summary, new_record
 
     path, manifest = _resolve(artifact_path)
     tensor = _load_input(path, input, manifest)
     operators, execute = profile_operators(path, tensor, runs, warmup=warmup, with_latency=True)
-    artifact = {"file": path.name, "sha256": manifest["artifact"]["sha256"], "target": manifest["target"],
-                "precision": manifest["precision"], "bytes": path.stat().st_size} if manifest else None
+    artifact = artifact_info(manifest) if manifest else None  # with its quantization provenance
     batch, _channels, height, width = tensor.shape
     return new_record(
         "bench", manifest["model"]["name"] if manifest else path.stem,

@@ -13,6 +13,10 @@ The report (``DIR/report.md``, ``DIR/report.html``) has, in order:
 - **Operator profiles**: the slowest operators of records that carry an ExecuTorch profile;
 - plots (HTML only, inline SVG): drop per artifact, latency per host and runtime, drop versus latency.
 
+The best-artifact, accuracy and latency tables end with a ``quantization`` column: how each int8
+artifact was made (:func:`quantize.provenance.provenance_label`; "unknown (measured before provenance
+was recorded)" when no record of it carries ``artifact.quantization``).
+
 The HTML file has inline CSS and SVG and no external reference: it opens offline and can be mailed.
 Numbers are shown rounded (dB 2 decimals, SSIM 4, ms 2, MP/s 2, GMAC/s 1, share in % with 1).
 ``--update-cards`` also writes the measured rows into ``zoo/cards/<model>.yaml``
@@ -29,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from measure.measured import (DIGITS, Loaded, artifact_key, artifact_label, baseline_latency, best_accuracy,
-                              drop_db, drop_tiling, fmt, input_text, latency_key, load_results, runtime_label,
-                              update_cards)
+from measure.measured import (DIGITS, Loaded, artifact_key, artifact_label, artifact_quantization, baseline_latency,
+                              best_accuracy, drop_db, drop_tiling, fmt, input_text, latency_key, load_results,
+                              quantization_label, runtime_label, update_cards)
 from measure.results import finite_or_none
 from zoo.errors import ZooError
 
@@ -112,6 +116,11 @@ def _artifact_drop(record: dict, accuracy: dict, loaded: Sequence[Loaded]) -> fl
 # Sections
 # --------------------------------------------------------------------------------------------
 
+#: What the tables' ``quantization`` column says.
+_QUANTIZATION_TEXT = ("Quantization = how an int8 artifact was made (PTQ or QAT, recipe, layers kept in float, "
+                      "steps, what set its ranges), from any record of that artifact; `unknown` for files measured "
+                      "before the zoo recorded it, `—` for float artifacts.")
+
 
 def _table_section(section: Section, table: Table, text: str, empty: str) -> Section:
     """``section`` with ``text`` and ``table``, or only ``empty`` when the table has no row."""
@@ -129,7 +138,8 @@ def _evaluation_text(record: dict | None, loaded: Sequence[Loaded]) -> str:
     return ", ".join(filter(None, [accuracy["dataset"], f"{accuracy['images']} images", drop_tiling(record, loaded)]))
 
 
-def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, max_drop: float) -> Section:
+def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, provenances: dict,
+             max_drop: float) -> Section:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in timed:
         if record["kind"] != "baseline":
@@ -150,14 +160,16 @@ def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, max_dr
         measured = accuracy.get((best["model"], artifact_key(best)))
         rows.append([model, host, size, per, artifact_label(best, sha=False), _sha(best), runtime_label(best),
                      fmt(best["latency_ms"]["median"], DIGITS["ms"]), fmt(drops[id(best)], DIGITS["db"]),
-                     _evaluation_text(measured, loaded), fmt(speedup, 2, "x"), why])
+                     _evaluation_text(measured, loaded), fmt(speedup, 2, "x"), why,
+                     quantization_label(best, provenances)])
     text = (f"For each model, host and input size: the fastest artifact whose PSNR drop versus the float model "
             f"is at most {max_drop:g} dB (its accuracy measured anywhere, matched by sha256; of several "
-            "evaluations the one with the most images counts, `drop measured on` says which).")
+            "evaluations the one with the most images counts, `drop measured on` says which). "
+            + _QUANTIZATION_TEXT)
     return _table_section(
         Section("best", "Best artifact per host"),
         Table("summary", ["model", "host", "input", "per", "best artifact", "sha256", "runtime", "median ms",
-                          "drop dB", "drop measured on", "speedup", "why"], rows),
+                          "drop dB", "drop measured on", "speedup", "why", "quantization"], rows),
         text, text + " No latency measured yet (run `zoo bench`, `zoo check` or a device benchmark).")
 
 
@@ -167,7 +179,7 @@ def _worst_last(psnr) -> float:
     return math.inf if value is None else -value
 
 
-def _accuracy_section(loaded: Sequence[Loaded], max_drop: float) -> Section:
+def _accuracy_section(loaded: Sequence[Loaded], provenances: dict, max_drop: float) -> Section:
     records = [item for item in loaded if item.record.get("accuracy")]
     rows = []
     bars = []
@@ -179,19 +191,21 @@ def _accuracy_section(loaded: Sequence[Loaded], max_drop: float) -> Section:
                      measured["degradation"], str(measured["images"]), drop_tiling(record, loaded) or "—",
                      fmt(finite_or_none(measured["psnr"]), DIGITS["db"]),
                      fmt(measured.get("ssim"), DIGITS["ssim"]), fmt(drop, DIGITS["db"]),
-                     fmt(measured.get("psnr_vs_reference"), DIGITS["db"]), record["host"]["name"], record["kind"]])
+                     fmt(measured.get("psnr_vs_reference"), DIGITS["db"]), record["host"]["name"], record["kind"],
+                     quantization_label(record, provenances)])
         if drop is not None and record["kind"] != "baseline":
             bars.append((f"{record['model']} {artifact_label(record)} ({measured['dataset']})", drop,
                          record["model"]))
     section = _table_section(
         Section("accuracy", "Accuracy"),
         Table("accuracy-table", ["model", "artifact", "sha256", "dataset", "degradation", "images", "tiling",
-                                 "PSNR dB", "SSIM", "drop dB", "PSNR vs float dB", "host", "kind"], rows),
+                                 "PSNR dB", "SSIM", "drop dB", "PSNR vs float dB", "host", "kind", "quantization"],
+              rows),
         "PSNR/SSIM of the restored images (dB; RGB unless the record says Y), drop = float baseline PSNR minus this "
         "PSNR (dB, lower is better), PSNR vs float = agreement of this output with the float PyTorch output (dB, "
         "higher is closer). Tiling = how the images were restored; `(float: ...)` when the float reference was "
         "restored otherwise, so that the drop includes the tiling and not only the artifact's numerics. Best first "
-        "per evaluation set.",
+        "per evaluation set. " + _QUANTIZATION_TEXT,
         "No accuracy measured yet (run `zoo baseline` and `zoo check`).")
     if bars:
         bars.sort(key=lambda bar: bar[1])
@@ -200,7 +214,7 @@ def _accuracy_section(loaded: Sequence[Loaded], max_drop: float) -> Section:
     return section
 
 
-def _latency_section(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict) -> Section:
+def _latency_section(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, provenances: dict) -> Section:
     rows, bars = [], []
     for record in sorted(timed, key=lambda r: (latency_key(r), r["latency_ms"]["median"])):
         latency = record["latency_ms"]
@@ -210,13 +224,15 @@ def _latency_section(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict
                      str(threads) if threads else "—", fmt(latency["median"], DIGITS["ms"]),
                      fmt(latency.get("p90"), DIGITS["ms"]), fmt(_megapixels_per_s(record), 2),
                      fmt((record.get("throughput") or {}).get("gmacs_per_s"), 1), fmt(_speedup(record, loaded), 2, "x"),
-                     fmt(_artifact_drop(record, accuracy, loaded), DIGITS["db"]), record["kind"]])
+                     fmt(_artifact_drop(record, accuracy, loaded), DIGITS["db"]), record["kind"],
+                     quantization_label(record, provenances)])
         bars.append((f"{record['host']['name']} | {runtime_label(record)} | {artifact_label(record)} | "
                      f"{input_text(record)}/{latency.get('per') or 'forward'}", latency["median"], record["host"]["name"]))
     section = _table_section(
         Section("latency", "Latency"),
         Table("latency-table", ["model", "host", "input", "per", "artifact", "sha256", "runtime", "precision",
-                                "threads", "median ms", "p90 ms", "MP/s", "GMAC/s", "speedup", "drop dB", "kind"], rows),
+                                "threads", "median ms", "p90 ms", "MP/s", "GMAC/s", "speedup", "drop dB", "kind",
+                                "quantization"], rows),
         "Wall time of one forward pass, tile or image (column `per`) at the input size shown (for `per image`: "
         "the evaluation set's whole images, cut into the tile shown), milliseconds; "
         "speedup = the float baseline's median on the same host and input divided by this median; drop dB = the "
@@ -311,11 +327,13 @@ def build_report(loaded: Sequence[Loaded], *, max_drop: float = DEFAULT_MAX_DROP
     timed = [item.record for item in loaded if item.record.get("latency_ms")
              and finite_or_none(item.record["latency_ms"]["median"]) is not None]  # a NaN is never ranked
     accuracy = best_accuracy(loaded)
-    latency = _latency_section(loaded, timed, accuracy)
+    provenances = artifact_quantization(loaded)  # how each int8 artifact was made
+    latency = _latency_section(loaded, timed, accuracy, provenances)
     unranked = sum(1 for item in loaded if item.record.get("latency_ms")) - len(timed)
     if unranked:
         latency.text.append(f"{unranked} record(s) with a non-finite median latency left out.")
-    sections = [_summary(loaded, timed, accuracy, max_drop), _accuracy_section(loaded, max_drop), latency]
+    sections = [_summary(loaded, timed, accuracy, provenances, max_drop),
+                _accuracy_section(loaded, provenances, max_drop), latency]
     scatter = _scatter_section(loaded, timed, accuracy)
     if scatter:
         sections.append(scatter)

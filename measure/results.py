@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from export_mobile.manifest import utc_now
+from quantize.provenance import recorded_provenance
 from zoo.tables import format_cell  # noqa: F401  (re-exported for older imports)
 from zoo.tasks import canonical_task
 from export_mobile.schema import load_schema_file, read_json_file, schema_errors, validate_document
@@ -198,10 +199,16 @@ def schema_task(task: str | None) -> str | None:
 
 
 def artifact_info(manifest: dict) -> dict:
-    """The ``artifact`` field of a record from an export manifest: file, sha256, target, precision, bytes."""
-    return {"file": manifest["artifact"]["file"], "sha256": manifest["artifact"]["sha256"],
+    """The ``artifact`` field of a record from an export manifest: file, sha256, target, precision, bytes,
+    and for a quantized artifact ``quantization``, the provenance record of how it was quantized
+    (:func:`quantize.provenance.recorded_provenance` of the manifest's ``quantization``)."""
+    info = {"file": manifest["artifact"]["file"], "sha256": manifest["artifact"]["sha256"],
             "target": manifest["target"], "precision": manifest["precision"],
             "bytes": int(manifest["artifact"]["bytes"])}
+    provenance = recorded_provenance(manifest.get("quantization"))
+    if provenance is not None:
+        info["quantization"] = provenance
+    return info
 
 
 def artifact_runtime(manifest: dict, *, threads: int | None = None) -> dict:

@@ -7,6 +7,8 @@
 * :mod:`quantize.qat` -- :func:`quantize_qat` (fake-quantized fine-tuning, then int8).
 * :mod:`quantize.sensitivity` -- per-layer sweep (one float layer at a time).
 * :mod:`quantize.report` -- accuracy drop versus float on an evaluation set.
+* :mod:`quantize.provenance` -- the record of how an int8 model was made (PTQ/QAT, recipe, steps, ...),
+  carried to the manifest, the results files and the cards.
 * :mod:`quantize.api` -- :func:`run_quantize`: quantize a zoo model and write the model and reports.
 * :mod:`quantize.commands` -- ``zoo quantize`` (argument parsing and printing).
 

@@ -105,12 +105,14 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     ``tile``: export size in input pixels (default: the card's tile). ``mixed``: ``first-last``
     (default), ``none`` or comma-separated module names (see :class:`MixedPrecision`).
     ``degradation``: the crops' degradation (default: the model's training degradation).
-    Returns a summary dict with the paths written and the mean accuracy drop.
+    Returns a summary dict with the paths written, the provenance record (:mod:`quantize.provenance`)
+    and the mean accuracy drop.
     """
     import torch
 
     from quantize.calibration import build_calibration_set
-    from quantize.ptq import layer_precision, load_quantized, quantize_ptq, save_quantized, sidecar_path
+    from quantize.provenance import provenance_label
+    from quantize.ptq import layer_precision, load_quantized, quantization_info, quantize_ptq, save_quantized, sidecar_path
     from quantize.recipes import MixedPrecision, require_recipe
     from zoo.registry import create_model
 
@@ -204,8 +206,10 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
         write_json(sidecar_path(model_path), {**json.loads(sidecar_path(trained).read_text()), **metadata,
                                               "file": model_path.name})
     log(f"wrote {model_path} and {model_path.with_suffix('.json').name}")
+    provenance = quantization_info(quantized).get("provenance")
+    log(f"quantization: {provenance_label(provenance)}")
     summary = {"model_path": str(model_path), "sidecar_path": str(model_path.with_suffix(".json")),
-               "layer_precision": precision}
+               "layer_precision": precision, "provenance": provenance}
 
     if sensitivity:
         from quantize.sensitivity import format_sensitivity_table, layer_sensitivity, write_sensitivity

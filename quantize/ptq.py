@@ -26,6 +26,7 @@ from typing import Iterable
 
 import torch
 
+from quantize.provenance import calibration_record, make_provenance
 from quantize.recipes import MixedPrecision, get_recipe, require_recipe
 from quantize.recipes.mixed import is_weighted_layer, module_path
 from zoo.errors import ZooError
@@ -93,6 +94,16 @@ def _resolved_mixed(quantizer, mixed: MixedPrecision | None) -> dict:
     }
 
 
+def calibration_provenance(calibration, images: int | None = None) -> dict:
+    """The provenance ``calibration`` entry of calibration inputs: a
+    :class:`quantize.calibration.CalibrationSet` names its data and degradation; other batches
+    are the caller's (``images``: how many inputs they held)."""
+    described = calibration.describe() if callable(getattr(calibration, "describe", None)) else {}
+    return calibration_record(described.get("source", "inputs given by the caller"),
+                              images if images is not None else described.get("count"),
+                              degradation=described.get("degradation"))
+
+
 def calibrated_observers(model: torch.nn.Module, example: torch.Tensor, quantizer, calibration_batches: Iterable,
                          progress_label: str | None = None) -> tuple[torch.fx.GraphModule, int, int]:
     """``prepare_pt2e`` ``model`` (eval mode) with ``quantizer`` and run ``calibration_batches``
@@ -139,7 +150,8 @@ def quantize_ptq(model: torch.nn.Module, example_input: torch.Tensor, recipe, ca
     Returns:
         The converted ``GraphModule`` (runs in PyTorch; eval semantics). Its
         ``meta["zoo_quantization"]`` records recipe, method, mixed precision (requested and
-        resolved module names) and the calibration count.
+        resolved module names), the calibration count and the ``provenance`` record
+        (:mod:`quantize.provenance`).
     Raises:
         ZooError: unavailable backend, no calibration batches, or a calibration batch of the
         wrong size.
@@ -162,6 +174,8 @@ def quantize_ptq(model: torch.nn.Module, example_input: torch.Tensor, recipe, ca
         "calibration_batches": batches,
         "calibration_images": images,
         "input_shape": list(example.shape[1:]),
+        "provenance": make_provenance("ptq", recipe.NAME, mixed=MixedPrecision.flag(mixed),
+                                      calibration=calibration_provenance(calibration_batches, images)),
     }
     return converted
 

@@ -27,8 +27,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from quantize.ptq import (META_KEY, _as_batch, _resolved_mixed, calibrated_observers, export_for_quantization,
-                          layer_precision)
+from quantize.provenance import make_provenance
+from quantize.ptq import (META_KEY, _as_batch, _resolved_mixed, calibrated_observers, calibration_provenance,
+                          export_for_quantization, layer_precision)
 from quantize.recipes import MixedPrecision, require_recipe
 from zoo.errors import ZooError
 
@@ -311,6 +312,11 @@ def quantize_qat(model: torch.nn.Module, example_input: torch.Tensor, recipe, tr
         "qat_losses": losses,
         "output_clamp_added": clamped,
         "input_shape": list(example.shape[1:]),
+        "provenance": make_provenance(
+            "qat", recipe.NAME, mixed=MixedPrecision.flag(mixed), steps=steps,
+            calibration=calibration_provenance(activation_ranges) if frozen else None,
+            options={"ranges": "ptq" if frozen else "minmax", "lr": lr,
+                     "loss": getattr(loss_fn, "__name__", type(loss_fn).__name__)}),
     }
     converted.meta[META_KEY] = info
     if not all(math.isfinite(value) for value in losses):

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from quantize.provenance import calibration_record, make_provenance
 from quantize.qat import (MIXED_KEY, convert_qat_graph, fake_quantizers, is_per_channel, prepare_qat_graph,
                           set_activation_ranges_from_ptq, use_learnable_scales)
 from quantize.recipes import MixedPrecision, require_recipe
@@ -220,6 +221,22 @@ class QATPhase(TrainingPhase):
 
     # ---- the end
 
+    def provenance(self, iteration: int, ema: bool, out_dir: Path) -> dict:
+        """The provenance record (:mod:`quantize.provenance`) of the int8 model converted at
+        ``iteration`` (``ema``: from the EMA weights) in the run folder ``out_dir``."""
+        settings, data = self.settings, self.config.data
+        sources = [str(source) for source in data.sources] + (["paired folders"] if data.paired else [])
+        ranged = settings.ranges == "ptq" or settings.reestimate_ranges  # PTQ ranges on training batches
+        return make_provenance(
+            "qat", self.recipe.NAME, mixed=settings.mixed, steps=max(0, iteration - settings.start),
+            calibration=calibration_record("+".join(sources), settings.calibration_batches, unit="batches",
+                                           degradation=data.degradation) if ranged else None,
+            options={"ranges": settings.ranges, "learnable_scales": settings.learnable_scales,
+                     "distill_from_float": settings.distill_from_float, "reestimate_ranges": settings.reestimate_ranges,
+                     "freeze_observers": settings.freeze_observers, "lr": settings.lr, "batch": data.batch_size,
+                     "patch_size": data.patch_size, "ema": ema, "teacher": self.config.distill is not None},
+            source=f"config {self.config.name}, run {out_dir}")
+
     def finish(self, context: PhaseContext, evaluated: nn.Module, iteration: int) -> dict[str, Path]:
         from quantize.ptq import META_KEY, save_quantized
 
@@ -234,6 +251,7 @@ class QATPhase(TrainingPhase):
                                                          batches)
         converted, clamped, precision = convert_qat_graph(graph, float_model, self.recipe, example)
         settings = self.settings
+        ema = evaluated is self.ema_graph
         converted.meta[META_KEY] = {
             "recipe": self.recipe.NAME,
             "method": "qat",
@@ -242,11 +260,12 @@ class QATPhase(TrainingPhase):
             "mixed_precision": graph.meta.get(MIXED_KEY),
             "output_clamp_added": clamped,
             "input_shape": [3, tile, tile],
+            "provenance": self.provenance(iteration, ema, context.out_dir),
         }
         metadata = {
             "model": self.config.model.name or self.config.model.describe(),
             "weights": f"QAT run {context.out_dir} at iteration {iteration} "
-                       f"({'EMA' if evaluated is self.ema_graph else 'trained'} weights)",
+                       f"({'EMA' if ema else 'trained'} weights)",
             "backend": self.recipe.NAME,
             "mixed_flag": settings.mixed,
             "calibration": {"source": "training batches of the run", "count": settings.calibration_batches,
@@ -255,7 +274,7 @@ class QATPhase(TrainingPhase):
                     "lr": settings.lr, "ranges": settings.ranges, "freeze_observers": settings.freeze_observers,
                     "learnable_scales": settings.learnable_scales,
                     "distill_from_float": settings.distill_from_float,
-                    "reestimated_ranges": reestimated, "ema": evaluated is self.ema_graph},
+                    "reestimated_ranges": reestimated, "ema": ema},
             "layer_precision": precision,
             "tile": tile,
         }

@@ -551,6 +551,10 @@ def test_zoo_quantize_cli_end_to_end(pool, tmp_path, capsys):
     assert sidecar["calibration"]["count"] == 2 and sidecar["calibration"]["source"] == str(pool)
     assert sidecar["layer_precision"]["head"] == "float" and sidecar["layer_precision"]["tail"] == "float"
     assert sum(kind == "int8" for kind in sidecar["layer_precision"].values()) > 10
+    assert sidecar["provenance"] == {"method": "ptq", "recipe": "xnnpack", "mixed": "first-last", "steps": None,
+                                     "calibration": {"data": str(pool), "images": 2,
+                                                     "degradation": sidecar["calibration"]["degradation"]},
+                                     "options": {}, "source": None}
     report = json.loads((out / "report.json").read_text())
     assert report["images"] == 1 and report["tile"] == 32
     loaded, _ = load_quantized(out / "hinet-lite-s_xnnpack_ptq.pt2")
@@ -580,6 +584,9 @@ def test_zoo_quantize_qat_runs_the_training_engine(pool, tmp_path):
     assert sidecar["qat"]["distill_from_float"] == 1.0 and sidecar["qat"]["iterations"] == 2
     assert sidecar["file"] == "hinet-lite-s_xnnpack_qat.pt2" and sidecar["input_shape"] == [3, 32, 32]
     assert sidecar["layer_precision"]["head"] == "float"
+    provenance = sidecar["provenance"]  # the engine's record: QAT steps, the float target, the crops' source
+    assert (provenance["method"], provenance["mixed"], provenance["steps"]) == ("qat", "first-last", 2)
+    assert provenance["options"]["distill_from_float"] == 1.0 and provenance["calibration"]["data"] == str(pool)
     loaded, _ = load_quantized(out / "hinet-lite-s_xnnpack_qat.pt2")
     engine_model, _ = load_quantized(run / "quantized.pt2")
     x = torch.rand(1, 3, 32, 32)

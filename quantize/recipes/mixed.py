@@ -161,6 +161,17 @@ class MixedPrecision:
         """JSON-ready summary (the requested names, before resolution)."""
         return {"float_modules": list(self.float_modules), "float_output_ops": self.float_output_ops}
 
+    @staticmethod
+    def flag(mixed: "MixedPrecision | None") -> str:
+        """The ``--mixed`` text of ``mixed`` (what :meth:`parse` reads back): ``first-last`` for the
+        default, ``none`` for None, else the comma-separated names (``first``/``last`` for the
+        placeholders)."""
+        if mixed is None:
+            return "none"
+        if mixed == MixedPrecision():
+            return "first-last"
+        return ",".join({FIRST: "first", LAST: "last"}.get(name, name) for name in mixed.float_modules)
+
 
 @dataclass
 class FloatSelection:
