@@ -242,7 +242,9 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     for index in bar:
         sample = data[index]
         degraded_reference = _input_reference(sample.degraded, card.scale)
-        input_psnr[sample.name] = measure(degraded_reference, sample.target, settings)["psnr"]
+        # Before the artifact runs: an image too small to measure is refused first.
+        input_psnr[sample.name] = measure(degraded_reference, sample.target, settings,
+                                          name=f"image {sample.name}")["psnr"]
         if sample.name in done:
             images.append(done[sample.name])
             continue

@@ -14,9 +14,9 @@ then runs it with ``java`` and checks its outputs here:
    min, mean; each image's output_sha256 equals measure.results.output_sha256 of
    zoo.tiling.tiled_forward with the same fake model;
 4. int8/uint8 quantize/dequantize equal the desktop runner's numpy formulas, NHWC <-> NCHW;
-5. Tiler with fake models (identity, invert, 2x nearest, 3x3 box filter) equals
-   zoo.tiling.tiled_forward (arrays passed as raw float32 files), and identity / nearest
-   reproduce the image.
+5. Tiler with fake models (identity, invert, 3x3 box filter, nearest and box-then-nearest
+   upscaling x2, x3, x4) equals zoo.tiling.tiled_forward (arrays passed as raw float32 files),
+   and identity / nearest reproduce the image.
 
 The compiler is looked for in this order: $KOTLINC (a kotlinc binary), $KOTLIN_HOME/lib,
 ``kotlinc`` on PATH, the npm package ``kotlin-compiler`` (``npm install -g kotlin-compiler@2.1.0``
@@ -32,6 +32,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -93,7 +94,10 @@ def test_golden_plans_cover_the_cases_the_apps_need():
             "padded_width", "pad_modes", "row_starts", "col_starts", "row_weights", "col_weights"]
     assert all(list(case) == keys for case in golden)
     assert {1, 8, 16} <= {case["size_multiple"] for case in golden}
-    assert {1, 2, 4} <= {case["scale"] for case in golden}
+    assert {1, 2, 3, 4} <= {case["scale"] for case in golden}
+    for scale in (2, 3, 4):  # each super-resolution scale with odd sizes and an odd requested overlap
+        assert any(c["scale"] == scale and c["height"] % 2 and c["width"] % 2 and c["overlap"] % 2 for c in golden)
+    assert any(c["scale"] == 3 and c["height"] < c["tile"] and c["width"] < c["tile"] for c in golden)
     assert any(len(c["row_starts"]) == len(c["col_starts"]) == 1 and c["height"] == c["tile"] for c in golden)
     assert any(c["height"] < c["tile"] and c["width"] < c["tile"] for c in golden)  # smaller than a tile
     assert any(c["overlap"] % c["size_multiple"] for c in golden)  # overlap rounded up
@@ -508,16 +512,24 @@ def test_kotlin_quantization_and_layouts_equal_numpy(core, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+def _box3(batch: torch.Tensor) -> torch.Tensor:
+    """3x3 mean per channel, zero padding (a conv with radius 1)."""
+    return torch.nn.functional.conv2d(batch, torch.full((3, 1, 3, 3), 1.0 / 9.0), padding=1, groups=3)
+
+
 def _torch_model(name: str):
+    """The fake models of CoreTests.kt: identity, invert, box3, nearestNx and box3-nearestNx (SR xN)."""
     if name == "identity":
         return lambda batch: batch.clone()
     if name == "invert":
         return _invert
-    if name == "nearest2x":
-        return lambda batch: batch.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     if name == "box3":
-        weight = torch.full((3, 1, 3, 3), 1.0 / 9.0)
-        return lambda batch: torch.nn.functional.conv2d(batch, weight, padding=1, groups=3)
+        return _box3
+    upscaling = re.fullmatch(r"(box3-)?nearest([1-9])x", name)
+    if upscaling:
+        factor, blur = int(upscaling.group(2)), bool(upscaling.group(1))
+        return lambda batch: (_box3(batch) if blur else batch).repeat_interleave(factor, dim=2) \
+            .repeat_interleave(factor, dim=3)
     raise ValueError(name)
 
 
@@ -528,6 +540,11 @@ TILER_CASES = [
     ("invert", 30, 50, 24, 9, 3, 1, 0),  # margin 0: linear ramps, fractional weights
     ("invert", 41, 38, 20, 7, 1, 1, None),  # odd overlap: half-weight ramp pixels
     ("nearest2x", 23, 31, 16, 6, 1, 2, None),  # super-resolution x2
+    ("box3-nearest2x", 37, 21, 20, 7, 1, 2, 1),  # x2, odd overlap, margin 1: the ramp's weights matter
+    ("box3-nearest3x", 29, 43, 16, 5, 1, 3, None),  # x3, odd sizes and overlap
+    ("nearest3x", 11, 7, 16, 6, 1, 3, None),  # x3, smaller than one tile
+    ("box3-nearest3x", 33, 47, 24, 7, 2, 3, None),  # x3, size_multiple 2 (overlap 7 -> 8), reflect padding
+    ("box3-nearest4x", 27, 35, 12, 5, 1, 4, None),  # x4, odd sizes and overlap
     ("box3", 41, 38, 20, 7, 1, 1, None),  # radius 1 <= margin 3: padding content matters
     ("box3", 45, 50, 32, 8, 8, 1, None),  # size_multiple 8: reflect padding at the bottom/right
 ]
@@ -563,6 +580,6 @@ def test_kotlin_tiler_equals_tiled_forward(core, tmp_path, case):
     if model == "identity":
         assert np.abs(kotlin - image.numpy()).max() <= 1e-6
         assert info["sha256"] == output_sha256(image)
-    if model == "nearest2x":
-        upsampled = image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2).numpy()
+    if model.startswith("nearest"):
+        upsampled = image.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).numpy()
         assert np.abs(kotlin - upsampled).max() <= 1e-6

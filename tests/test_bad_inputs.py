@@ -1,9 +1,11 @@
-"""Bad output paths, odd output names, misleading messages and library noise (docs/bad_inputs.md).
+"""Bad output paths, odd output names, misleading messages, library noise and super-resolution
+scales, tile outputs and tiny images (docs/bad_inputs.md).
 
 Every command that writes refuses an output it cannot write before it does its work, in one line
 with exit status 2; output names are files or folders only when that is unambiguous; the
 messages name what the user can change; the libraries' known-harmless noise stays out of sight
-unless ``--verbose``.
+unless ``--verbose``; a degradation, manifest or image that does not fit a model's scale is
+refused before the model runs.
 """
 
 import errno
@@ -324,3 +326,156 @@ def test_animated_gif_restores_its_first_frame_and_says_so(tmp_path, capsys):
     restored = Image.open(tmp_path / "out.png").convert("RGB")
     red, green, blue = restored.getpixel((12, 12))
     assert red > green and red > blue  # the first (red) frame
+
+
+# --- 5. super-resolution: scales, tile outputs, images too small to downscale or measure -----
+
+SR_MODEL = next(c.name for c in list_models() if c.task == "super-resolution" and c.has_weights and not c.zero_shot)
+
+
+def _tiny_folder(tmp_path: Path, height: int, width: int) -> Path:
+    folder = tmp_path / f"images-{height}x{width}"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+        folder / "tiny.png")
+    return folder
+
+
+@pytest.mark.parametrize("model, degradation, words", [
+    ("sr", "gaussian:25", ["has scale x1 but {sr} upscales x2", "use --degradation bicubic:x2"]),
+    ("sr", "bicubic:x4", ["has scale x4 but {sr} upscales x2", "use --degradation bicubic:x2"]),
+    (SMALL_MODEL, "bicubic:x2", [f"has scale x2 but {SMALL_MODEL} upscales x1", "use --degradation gaussian:25"]),
+])
+def test_eval_refuses_a_degradation_of_another_scale(tmp_path, capsys, model, degradation, words):
+    model = SR_MODEL if model == "sr" else model
+    assert run_cli("eval", model, "--dataset", "bundled", "--limit", "1", "--degradation", degradation,
+                   "--json", tmp_path / "r.json") == 2
+    one_line_error(capsys, *(w.format(sr=SR_MODEL) for w in words))
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_check_refuses_a_degradation_of_another_scale_before_measuring(request, tmp_path, capsys):
+    from tests.tiny_artifact import tiny_artifact, tiny_images
+
+    artifact = tiny_artifact(request)  # hinet-lite-s, x1
+    images = tiny_images(tmp_path / "images")
+    assert run_cli("check", artifact, "--dataset", images, "--degradation", "bicubic:x2", "--quiet",
+                   "--json", tmp_path / "check.json") == 2
+    one_line_error(capsys, "degradation 'bicubic:x2' has scale x2 but hinet-lite-s upscales x1",
+                   "use --degradation gaussian:25")
+    assert not (tmp_path / "check.json").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--models", "{sr}", "--degradations", "bicubic:x4"],
+     ["{sr} upscales x2 but no degradation given has that scale (bicubic:x4 is x4)",
+      "add bicubic:x2 to --degradations"]),
+    (["--degradations", "gaussian:25"], ["degradation 'gaussian:25' has scale x1 but super-resolution models work at "
+                                         "x2, x3, x4", "use some of bicubic:x2; bicubic:x3; bicubic:x4"]),
+])
+def test_benchmark_refuses_scales_that_would_never_run_a_model(tmp_path, capsys, args, words):
+    argv = ["benchmark", "sr", *(a.format(sr=SR_MODEL) for a in args), "--json", tmp_path / "b.json", "--quiet"]
+    assert run_cli(*argv) == 2
+    one_line_error(capsys, *(w.format(sr=SR_MODEL) for w in words))
+    assert not (tmp_path / "b.json").exists()
+
+
+def _sr_export(tmp_path: Path, change) -> Path:
+    """An export folder holding the golden x4 ONNX manifest (``change``d) and a stand-in artifact
+    whose sha256 matches it: whatever is refused is refused by the manifest, before any runtime."""
+    import hashlib
+    import json
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    manifest = json.loads((REPO / "tests" / "data" / "manifests" / "onnx-fp32-sr-x4.json").read_text())
+    payload = b"not a real model: the runtime must never see it"
+    (folder / manifest["artifact"]["file"]).write_bytes(payload)
+    manifest["artifact"].update(bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _set_output_side(manifest, side):
+    manifest["outputs"][0]["shape"] = [1, 3, side, side]
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: _set_output_side(m, 128),
+     "field outputs[0].shape: [1, 3, 128, 128] does not fit NCHW RGB tiles of tiling.tile 64 x scale 4 = 256: "
+     "expected [1, 3, 256, 256]"),
+    (lambda m: m["tiling"].update(scale=2), "field tiling.scale: 2 differs from model.scale 4"),
+    (lambda m: m["tiling"].update(tile=[96, 96]), "field inputs[0].shape: [1, 3, 64, 64] does not fit NCHW RGB "
+                                                 "tiles of tiling.tile 96"),
+    (lambda m: m["tiling"].update(overlap=40), "field tiling: overlap 40 is not less than half the tile 64"),
+], ids=["output-not-tile-x-scale", "tiling-scale", "input-not-tile", "overlap"])
+def test_run_refuses_a_manifest_whose_tile_output_does_not_fit_before_running(tmp_path, photo, capsys, change, words):
+    folder = _sr_export(tmp_path, change)
+    assert run_cli("run", folder, photo, "-o", tmp_path / "out.png") == 2
+    one_line_error(capsys, f"{folder / 'manifest.json'} is invalid: {words}", "re-export the artifact")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_consistent_sr_manifest_passes_and_dynamic_sizes_are_allowed(tmp_path):
+    from export_mobile.manifest import read_manifest, tiling_errors
+
+    folder = _sr_export(tmp_path, lambda m: None)
+    manifest = read_manifest(folder)
+    assert tiling_errors(manifest) == []
+    manifest.update(dynamic_shapes=True)
+    manifest["outputs"][0]["shape"] = [1, 3, -1, -1]
+    assert tiling_errors(manifest) == []
+    manifest.update(dynamic_shapes=False)
+    assert tiling_errors(manifest) == ["outputs[0].shape: [1, 3, -1, -1] does not fit NCHW RGB tiles of tiling.tile "
+                                       "64 x scale 4 = 256: expected [1, 3, 256, 256]"]
+
+
+def test_sr_eval_refuses_an_image_smaller_than_one_low_resolution_pixel(tmp_path, capsys):
+    folder = _tiny_folder(tmp_path, 1, 5)
+    assert run_cli("eval", SR_MODEL, "--dataset", folder, "--json", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after eval's progress bar
+    assert err == (f"zoo: error: {folder / 'tiny.png'} is 5x1 pixels, smaller than one low-resolution pixel at x2 "
+                   "(2x2 pixels); use images of at least 2x2 pixels")
+    import torch
+
+    from zoo.data.degradations import parse_degradation
+
+    for call in (lambda d, image: d(image, 0), lambda d, image: d.target(image)):  # no empty LR image or reference
+        with pytest.raises(ZooError, match="the image is 2x1 pixels, smaller than one low-resolution pixel at x3"):
+            call(parse_degradation("bicubic:x3"), torch.rand(3, 1, 2))
+
+
+@pytest.mark.parametrize("model, size, words", [
+    ("sr", 12, "image tiny is 12x12 pixels, 8x8 after a border crop of 2: smaller than SSIM's 11x11 window; "
+               "use images of at least 15x15 pixels"),
+    (SMALL_MODEL, 6, "image tiny is 6x6 pixels: smaller than SSIM's 11x11 window; use images of at least 11x11"),
+])
+def test_eval_refuses_an_image_too_small_to_measure_before_the_model_runs(tmp_path, capsys, monkeypatch, model,
+                                                                           size, words):
+    import zoo.inference
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model ran on an image that cannot be measured")
+
+    monkeypatch.setattr(zoo.inference, "restore_tensor", must_not_run)
+    model = SR_MODEL if model == "sr" else model
+    assert run_cli("eval", model, "--dataset", _tiny_folder(tmp_path, size, size), "--json", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("zoo: error: ") and words in err, err
+
+
+def test_a_one_pixel_low_resolution_input_restores_and_an_empty_one_is_refused(tmp_path, capsys):
+    import torch
+
+    from zoo.inference import TileSettings, restore_tensor
+
+    single = _tiny_folder(tmp_path, 1, 1) / "tiny.png"
+    assert run_cli("restore", SR_MODEL, single, "-o", tmp_path / "out.png", "--quiet") == 0
+    assert read_image(tmp_path / "out.png").image.shape == (3, 2, 2)
+    model, card = create_model(SR_MODEL)
+    for tiles in (TileSettings.for_card(card), TileSettings(None, 0)):  # tiled, and the whole image at once
+        with pytest.raises(ZooError, match="image height 0 is not a positive integer; pass an image of at least 1x1"):
+            restore_tensor(model, card, torch.zeros(3, 0, 5), tiles)
+        with pytest.raises(ZooError, match="image width 0 is not a positive integer"):
+            restore_tensor(model, card, torch.zeros(3, 4, 0), tiles)

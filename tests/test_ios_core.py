@@ -423,6 +423,19 @@ def test_swift_tests_read_repository_files_that_exist():
             assert (ROOT / "tests" / "data" / "manifests" / name).is_file(), name
 
 
+def test_swift_tile_plan_test_decodes_every_field_of_the_golden_plans():
+    """TilePlanTests.swift checks every case of tests/data/tiling/plans.json (scales 1-4): its
+    GoldenPlan decodes exactly the file's keys, and it passes each case's scale to axisWeights."""
+    source = (TESTS / "TilePlanTests.swift").read_text(encoding="utf-8")
+    assert 'RepoFiles.data("tests/data/tiling/plans.json")' in source
+    body = source[source.index("struct GoldenPlan"):source.index("final class TilePlanTests")]
+    keys = [match.group(2) for match in map(CODING_CASE.match, body.splitlines()) if match]
+    golden = json.loads((ROOT / "tests" / "data" / "tiling" / "plans.json").read_text(encoding="utf-8"))
+    assert all(list(case) == keys for case in golden), keys
+    assert {2, 3, 4} <= {case["scale"] for case in golden}
+    assert "plan.axisWeights(.rows, scale: scale)" in source and "plan.axisWeights(.cols, scale: scale)" in source
+
+
 # --------------------------------------------------------------------------------------------
 # Golden values of the Swift tests, recomputed with the Python reference
 # --------------------------------------------------------------------------------------------

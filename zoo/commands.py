@@ -215,7 +215,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("demo_out"), help="folder for the results")
     p.add_argument("--limit", type=int, default=6, help="number of bundled photos")
-    p.add_argument("--crop", type=int, default=0, help="centre crop size in pixels (0 = whole photo)")
+    p.add_argument("--crop", type=int, default=0,
+                   help="centre crop size in pixels (0 = whole photos for denoising, 256-pixel crops for "
+                        "super-resolution)")
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,7 +241,7 @@ def zoo_commands(card_sections: Sequence[CardSection] = (),
                 add_arguments=_restore_arguments, run=cmd_restore),
         Command("eval", "PSNR/SSIM on a benchmark set with a synthetic degradation",
                 add_arguments=_eval_arguments, run=cmd_eval),
-        Command("demo", "the main job on the bundled photos (no downloads needed)",
+        Command("demo", "the main job on the bundled photos: denoising, then super-resolution (no downloads needed)",
                 add_arguments=_demo_arguments, run=cmd_demo),
         Command("train", "train a model from a YAML experiment config (DDP with torchrun)",
                 add_arguments=_train_arguments, run=lambda args: _train(args, phases=phases)),

@@ -43,10 +43,23 @@ class MetricSettings:
                    settings.crop_border(scale) if crop_border is None else crop_border)
 
 
-def measure(pred: torch.Tensor, target: torch.Tensor, settings: MetricSettings) -> dict[str, float]:
-    """PSNR (dB) and SSIM of ``pred`` against ``target`` (both 3xHxW in [0,1])."""
-    from zoo.metrics import psnr, ssim
+def measure(pred: torch.Tensor, target: torch.Tensor, settings: MetricSettings, *,
+            name: str = "the image") -> dict[str, float]:
+    """PSNR (dB) and SSIM of ``pred`` against ``target`` (both 3xHxW in [0,1]).
 
+    A target too small to measure (SSIM's window must fit once the border is cropped) raises
+    :class:`ZooError` naming ``name`` and the size it needs.
+    """
+    from zoo.metrics import _SSIM_WINDOW, psnr, ssim
+
+    height, width = (int(v) for v in target.shape[-2:])
+    border = settings.crop_border
+    if min(height, width) - 2 * border < _SSIM_WINDOW:
+        cropped = f", {max(0, width - 2 * border)}x{max(0, height - 2 * border)} after a border crop of {border}" \
+            if border else ""
+        side = _SSIM_WINDOW + 2 * border
+        raise ZooError(f"{name} is {width}x{height} pixels{cropped}: smaller than SSIM's "
+                       f"{_SSIM_WINDOW}x{_SSIM_WINDOW} window", f"use images of at least {side}x{side} pixels")
     kwargs = {"crop_border": settings.crop_border, "y_channel": settings.y_channel}
     return {"psnr": psnr(pred, target, **kwargs), "ssim": ssim(pred, target, **kwargs)}
 
@@ -59,8 +72,8 @@ def degradation_for(card, spec: str | None = None):
     degrade = parse_degradation(spec)
     if degrade.scale != card.scale:
         raise ZooError(f"degradation {spec!r} has scale x{degrade.scale} but {card.name} upscales x{card.scale}",
-                       f"use --degradation bicubic:x{card.scale}" if card.scale > 1
-                       else "use a noise/blur/rain degradation")
+                       f"use --degradation {card.default_degradation}" + ("" if card.scale > 1 else
+                                                                          " or another noise, blur or rain one"))
     return degrade
 
 
@@ -112,13 +125,15 @@ def evaluate(model_name: str, dataset: str, *, degradation: str | None = None,
     for index in tqdm(range(len(data)), desc=f"eval {model_name}", disable=not progress, unit="img"):
         sample = data[index]
         reference = _input_reference(sample.degraded, card.scale)
+        row = {"image": sample.name, "height": int(sample.target.shape[1]), "width": int(sample.target.shape[2])}
+        # The input first: an image too small to measure is refused before the model runs on it.
+        row.update({f"input_{k}": v for k, v in measure(reference, sample.target, metric_settings,
+                                                          name=f"image {sample.name}").items()})
         start = time.perf_counter()
         restored = restore_tensor(model, card, sample.degraded, tiles, device=torch_device)
         if torch_device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        row = {"image": sample.name, "height": int(sample.target.shape[1]), "width": int(sample.target.shape[2])}
-        row.update({f"input_{k}": v for k, v in measure(reference, sample.target, metric_settings).items()})
         row.update(measure(quantize(restored, 8), sample.target, metric_settings))
         row["seconds"] = seconds
         row.update({k: v for k, v in (getattr(model, "last_report", None) or {}).items() if k not in row})

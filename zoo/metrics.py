@@ -100,12 +100,11 @@ def psnr(
     return 10.0 * math.log10(_PEAK**2 / mse)
 
 
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    """Normalised 2-D Gaussian (size x size, float64), the outer product of two 1-D ones."""
+def _gaussian_profile(size: int, sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian (``size`` taps, float64): the 2-D SSIM window is its outer product."""
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     profile = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    profile = profile / profile.sum()
-    return torch.outer(profile, profile)
+    return profile / profile.sum()
 
 
 def ssim(
@@ -130,13 +129,16 @@ def ssim(
         )
     c1 = (_SSIM_K1 * _PEAK) ** 2
     c2 = (_SSIM_K2 * _PEAK) ** 2
-    window = _gaussian_window(_SSIM_WINDOW, _SSIM_SIGMA)[None, None]
+    profile = _gaussian_profile(_SSIM_WINDOW, _SSIM_SIGMA)
+    column, row = profile.view(1, 1, -1, 1), profile.view(1, 1, 1, -1)
     # Channels become the batch so every channel is filtered with the same window.
     x = pred.unsqueeze(1)
     y = target.unsqueeze(1)
 
     def local_mean(image: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(image, window)  # no padding: 'valid' windows only
+        # The separable 2-D Gaussian as two 1-D passes: the same 'valid' windows (no padding) at
+        # a fifth of the cost of one 11x11 float64 convolution (equal to float64 rounding).
+        return F.conv2d(F.conv2d(image, column), row)
 
     mu_x, mu_y = local_mean(x), local_mean(y)
     var_x = local_mean(x * x) - mu_x**2

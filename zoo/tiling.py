@@ -373,6 +373,9 @@ def tiled_forward(
     _check_positive_int(batch_size, "batch_size", "use 1 or more tiles per model call")
     batch = _as_single_batch(image)
     _, channels, height, width = batch.shape
+    # Both branches: an empty image is refused here, not by the model's first convolution.
+    _check_positive_int(height, "image height", "pass an image of at least 1x1 pixel")
+    _check_positive_int(width, "image width", "pass an image of at least 1x1 pixel")
 
     if tile is None:
         _check_positive_int(size_multiple, "size_multiple", "use 1, 2, 4, 8, ...")

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.data.io import IMAGE_EXTENSIONS, read_image
+from zoo.data.resize import check_downscalable
 from zoo.errors import ZooError
 
 #: Benchmark sets that may only be used to measure results, never to train or calibrate.
@@ -218,7 +219,9 @@ class CleanFolderDataset(Dataset):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} of a dataset of {len(self)}")
-        target = mod_crop(read_image(self.paths[index]).image, self.scale)
+        target = read_image(self.paths[index]).image
+        check_downscalable(target, self.scale, str(self.paths[index]))  # names the file, before degrading
+        target = mod_crop(target, self.scale)
         reference_of = getattr(self.degradation, "target", None)
         if callable(reference_of):  # degradations may define the reference (zoo.data.degradations)
             target = reference_of(target)

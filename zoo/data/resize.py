@@ -29,7 +29,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["imresize", "mod_crop", "resize_weights"]
+from zoo.errors import ZooError
+
+__all__ = ["imresize", "mod_crop", "check_downscalable", "resize_weights"]
 
 # Kernel support widths (in input pixels at scale 1).
 _KERNEL_WIDTH = {"bicubic": 4.0, "bilinear": 2.0}
@@ -179,6 +181,15 @@ def imresize(
             # MATLAB's double -> uint8 conversion: saturate, round half away from zero.
             work = torch.floor(work.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
     return work.to(image.dtype)
+
+
+def check_downscalable(image: torch.Tensor, scale: int, name: str = "the image") -> None:
+    """Raise :class:`ZooError` when ``image`` (..., H, W) is smaller than ``scale`` x ``scale``
+    pixels: its x``scale`` downscale (after :func:`mod_crop`) would have no pixel."""
+    height, width = (int(v) for v in image.shape[-2:])
+    if height < scale or width < scale:
+        raise ZooError(f"{name} is {width}x{height} pixels, smaller than one low-resolution pixel at x{scale} "
+                       f"({scale}x{scale} pixels)", f"use images of at least {scale}x{scale} pixels")
 
 
 def mod_crop(image: torch.Tensor, scale: int) -> torch.Tensor:

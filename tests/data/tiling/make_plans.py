@@ -52,6 +52,13 @@ CASES = [
     (10, 20, 24, 4, 4, 1, None),  # replicate rows, reflect columns
     (41, 38, 20, 7, 1, 1, 2),  # odd overlap with margin 2: a linear ramp of 3 pixels
     (30, 50, 24, 9, 3, 3, 0),  # margin 0 (ramp 9), size_multiple 3, scale 3
+    # Super-resolution x2, x3, x4 with odd sizes and odd overlaps (output tile = scale x tile,
+    # overlap and margin in input pixels):
+    (37, 21, 20, 7, 1, 2, 1),  # x2, margin 1: a linear ramp of 5 input pixels (10 output pixels)
+    (29, 43, 16, 5, 1, 3, None),  # x3, default margin 2 with a 1-pixel ramp
+    (11, 7, 16, 6, 1, 3, None),  # x3, smaller than one tile: reflect rows, replicate columns
+    (33, 47, 24, 7, 2, 3, None),  # x3, size_multiple 2: overlap 7 rounded up to 8, reflect padding
+    (27, 35, 12, 5, 1, 4, None),  # x4, odd sizes and overlap, 4 x 5 tiles
 ]
 
 

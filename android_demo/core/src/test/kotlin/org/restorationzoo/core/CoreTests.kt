@@ -66,32 +66,48 @@ private fun num(value: Any?): Double = (value as Number).toDouble()
 
 // ------------------------------------------------------------------------------------ fake models
 
+/** Nearest-neighbour upsampling of a 3 x tile x tile NCHW tile by [factor]. */
+private fun nearest(input: FloatArray, tile: Int, factor: Int): FloatArray {
+    val side = factor * tile
+    val out = FloatArray(3 * side * side)
+    for (c in 0 until 3) for (y in 0 until side) for (x in 0 until side) {
+        out[(c * side + y) * side + x] = input[(c * tile + y / factor) * tile + x / factor]
+    }
+    return out
+}
+
+/** 3x3 mean of a 3 x tile x tile NCHW tile, zero padding (a conv with radius 1). */
+private fun box3(input: FloatArray, tile: Int): FloatArray {
+    val out = FloatArray(input.size)
+    for (c in 0 until 3) for (y in 0 until tile) for (x in 0 until tile) {
+        var sum = 0f
+        for (dy in -1..1) for (dx in -1..1) {
+            val yy = y + dy
+            val xx = x + dx
+            if (yy in 0 until tile && xx in 0 until tile) sum += input[(c * tile + yy) * tile + xx]
+        }
+        out[(c * tile + y) * tile + x] = sum / 9f
+    }
+    return out
+}
+
+/** Fake super-resolution models: `nearestNx` (N = 2, 3, 4, ...) and `box3-nearestNx` (3x3 mean, then nearest). */
+private val UPSCALING = Regex("(box3-)?nearest([1-9])x")
+
 /** Fake models, the same ones tests/test_android_core.py builds in torch. */
-fun fakeModel(name: String, tile: Int): TileModel = when (name) {
-    "identity" -> TileModel { it.copyOf() }
-    "invert" -> TileModel { input -> FloatArray(input.size) { 1f - input[it] } }
-    "nearest2x" -> TileModel { input ->
-        val out = FloatArray(input.size * 4)
-        val side = 2 * tile
-        for (c in 0 until 3) for (y in 0 until side) for (x in 0 until side) {
-            out[(c * side + y) * side + x] = input[(c * tile + y / 2) * tile + x / 2]
-        }
-        out
+fun fakeModel(name: String, tile: Int): TileModel {
+    val upscaling = UPSCALING.matchEntire(name)
+    if (upscaling != null) {
+        val factor = upscaling.groupValues[2].toInt()
+        val blur = upscaling.groupValues[1].isNotEmpty()
+        return TileModel { input -> nearest(if (blur) box3(input, tile) else input, tile, factor) }
     }
-    "box3" -> TileModel { input -> // 3x3 mean, zero padding (a conv with radius 1)
-        val out = FloatArray(input.size)
-        for (c in 0 until 3) for (y in 0 until tile) for (x in 0 until tile) {
-            var sum = 0f
-            for (dy in -1..1) for (dx in -1..1) {
-                val yy = y + dy
-                val xx = x + dx
-                if (yy in 0 until tile && xx in 0 until tile) sum += input[(c * tile + yy) * tile + xx]
-            }
-            out[(c * tile + y) * tile + x] = sum / 9f
-        }
-        out
+    return when (name) {
+        "identity" -> TileModel { it.copyOf() }
+        "invert" -> TileModel { input -> FloatArray(input.size) { 1f - input[it] } }
+        "box3" -> TileModel { input -> box3(input, tile) }
+        else -> throw IllegalArgumentException("unknown fake model $name")
     }
-    else -> throw IllegalArgumentException("unknown fake model $name")
 }
 
 // ------------------------------------------------------------------------------------ selftest
