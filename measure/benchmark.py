@@ -50,13 +50,14 @@ class TaskSuite:
     model_tasks: tuple[str, ...]
 
 
-#: The suite of every task. Deblurring is measured noise-free (the zoo's default) and with 1 %
+#: The suite of every task. Deblurring is measured noise-free (the zoo's default), with 1 %
 #: noise (sigma 2.55), the setting of the non-blind deconvolution literature (Schuler et al.
-#: 2013, Zhang et al. 2017 IRCNN), where deconvolution told the kernel can no longer invert it.
+#: 2013, Zhang et al. 2017 IRCNN), where deconvolution told the kernel can no longer invert it,
+#: and saved as a JPEG of quality 60-90 (NTIRE 2021 deblurring, JPEG track; HINet won it).
 SUITES: dict[str, TaskSuite] = {suite.task: suite for suite in (
     TaskSuite("denoise", ("bsd68",), ("gaussian:15", "gaussian:25", "gaussian:50"),
               ("input", "cbm3d", "nl-means", "wavelet"), ("denoise", "blind-denoise")),
-    TaskSuite("deblur", ("bsd68",), ("motion-blur", "motion-blur:noise=2.55"),
+    TaskSuite("deblur", ("bsd68",), ("motion-blur", "motion-blur:noise=2.55", "motion-blur:jpeg=60-90"),
               ("input", "richardson-lucy", "wiener"), ("deblur",)),
     TaskSuite("derain", ("bsd68",), ("rain",), ("input",), ("derain",)),
     TaskSuite("super-resolution", ("set5", "set14"), ("bicubic:x2", "bicubic:x3", "bicubic:x4"), ("input",),
@@ -94,6 +95,25 @@ def _models_of(suite: TaskSuite, names: list[str] | None) -> list:
             if card.task in suite.model_tasks and card.has_weights and not card.zero_shot]
 
 
+def _check_scales(suite: TaskSuite, cards: list, specs: list[str]) -> None:
+    """:class:`ZooError` for a spec of a scale the task's models never have (``bicubic:x2`` for
+    denoising, ``gaussian:25`` for SR), or one of ``cards`` whose scale no spec has (it would never run)."""
+    from zoo.data.degradations import parse_degradation
+
+    scales = {spec: parse_degradation(spec).scale for spec in specs}
+    task_scales = {parse_degradation(spec).scale for spec in suite.degradations}
+    for spec, scale in scales.items():
+        if scale not in task_scales:
+            raise ZooError(f"degradation {spec!r} has scale x{scale} but {suite.task} models work at "
+                           f"{', '.join(f'x{s}' for s in sorted(task_scales))}",
+                           f"use some of {'; '.join(suite.degradations)}")
+    for card in cards:
+        if card.scale not in scales.values():
+            raise ZooError(f"{card.name} upscales x{card.scale} but no degradation given has that scale "
+                           f"({'; '.join(f'{spec} is x{scale}' for spec, scale in scales.items())})",
+                           f"add {card.default_degradation} to --degradations")
+
+
 def _cell_key(cell: dict) -> tuple:
     return (cell["dataset"], cell["degradation"], cell["method"], cell["precision"])
 
@@ -104,6 +124,22 @@ def _summary(images: list[dict]) -> dict:
         return round(statistics.fmean(values), 4) if values else None
 
     return {"images": len(images), "psnr": mean("psnr"), "ssim": mean("ssim"), "seconds": mean("seconds")}
+
+
+#: Settings that define the protocol of a benchmark file: a run with others needs its own file.
+_PROTOCOL_KEYS = ("task", "limit", "seed")
+#: Settings that select cells: a run with another selection adds its cells to the file.
+_SELECTION_KEYS = ("datasets", "degradations", "references", "models")
+
+
+def _weights_digest(card) -> str | None:
+    """First 12 hex digits of the sha256 of a card's weights file (None without weights)."""
+    import hashlib
+
+    path = card.weights_path
+    if path is None or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 class _Store:
@@ -120,11 +156,35 @@ class _Store:
             except (OSError, ValueError) as err:
                 raise ZooError(f"{path} is not a readable benchmark file ({err})",
                                "pass --restart to start over, or another --json path") from err
-        if previous is not None and previous.get("settings") != settings:
-            raise ZooError(f"{path} holds a benchmark with other settings",
-                           "pass --restart to start over, or another --json path")
+        if previous is not None:
+            old = previous.get("settings") or {}
+            differing = [key for key in _PROTOCOL_KEYS if old.get(key) != settings.get(key)]
+            if differing:
+                raise ZooError(f"{path} holds a benchmark with other settings ({', '.join(differing)}: "
+                               f"{', '.join(repr(old.get(key)) for key in differing)})",
+                               "pass --restart to start over, or another --json path")
+            # Another selection of the same protocol (a new model, one more set or reference)
+            # joins the file: its cells are added, the ones already measured are kept.
+            for key in _SELECTION_KEYS:
+                settings[key] = list(dict.fromkeys([*old.get(key, []), *settings[key]]))
+            settings["int8"] = bool(old.get("int8")) or settings["int8"]
+            previous["settings"] = settings
         self.doc = previous or {"format": "zoo-benchmark", "format_version": BENCHMARK_FORMAT,
                                 "settings": settings, "cells": [], "complete": False}
+
+    def model_cell(self, dataset: str, degradation: str, card, precision: str) -> dict:
+        """The cell of a model; measured again from scratch when its weights file changed since."""
+        cell = self.cell(dataset, degradation, card.name, precision, "model")
+        digest = _weights_digest(card)
+        # Files written before the digest was recorded are taken to hold the current weights.
+        cell.setdefault("weights_sha256", digest)
+        if cell["weights_sha256"] != digest:
+            if cell["images"]:
+                cell.update(images=[], complete=False)
+                for stale in ("artifact", "drop_db", "worst_drop_db", "latency_ms_median"):
+                    cell.pop(stale, None)
+            cell["weights_sha256"] = digest
+        return cell
 
     def cell(self, dataset: str, degradation: str, method: str, precision: str, kind: str) -> dict:
         key = (dataset, degradation, method, precision)
@@ -189,14 +249,16 @@ def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: P
         raise ZooError("int8 rows are checked with seed 0 (zoo check's protocol)", "drop --seed or --int8")
     tile = card.tile or 256
     tile -= tile % card.size_multiple
-    folder = work / f"{card.name}-executorch-xnnpack-int8-{tile}"
+    # The weights digest in the names: retrained weights get a new artifact and a new check.
+    tag = f"{card.name}-{cell['weights_sha256']}" if cell.get("weights_sha256") else card.name
+    folder = work / f"{tag}-executorch-xnnpack-int8-{tile}"
     if not (folder / "manifest.json").is_file():
         export_model(card.name, "executorch-xnnpack", "int8", tile, folder, calibration="auto",
                      data_root=data_root)
     safe_spec = spec.replace(":", "").replace(",", "_").replace("=", "")
     with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
         doc = run_check(folder, dataset, spec, data_root=data_root, limit=limit,
-                        json_path=work / f"check_{card.name}_{dataset}_{safe_spec}.json", progress=progress)
+                        json_path=work / f"check_{tag}_{dataset}_{safe_spec}.json", progress=progress)
     record = [r for r in doc["records"] if r["kind"] == "check"][-1]
     cell["images"] = [{"image": image["name"], "psnr": image["psnr"], "ssim": image.get("ssim"),
                        "seconds": round(image["latency_ms"] / 1000.0, 4),
@@ -235,8 +297,9 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
         method.check_available()
     specs = list(degradations or suite.degradations)
     sets = list(datasets or suite.datasets)
-    for spec in specs:
-        parse_degradation(spec)  # a bad spec fails before any work
+    # A bad spec, or a model named with --models that no spec would run, fails before any work
+    # (the default models simply skip the specs of other scales).
+    _check_scales(suite, cards if models else [], specs)
     json_path = Path(json_path or Path("results") / f"benchmark_{suite.task}.json")
     work = Path(work_dir or json_path.parent / f"benchmark_{suite.task}_artifacts")
     settings = {"task": suite.task, "datasets": sets, "degradations": specs, "references": reference_names,
@@ -259,14 +322,14 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
             for card in cards:
                 if card.scale != scale:
                     continue
-                cell = store.cell(dataset, spec, card.name, "float", "model")
+                cell = store.model_cell(dataset, spec, card, "float")
                 if not cell["complete"]:
                     _float_cell(store, cell, card, dataset, spec, data_root, limit, seed, progress)
                     cell["complete"] = True
                     store.save()
                     say(f"{dataset} {spec} {card.name} float: {_summary(cell['images'])['psnr']:.2f} dB")
                 if int8:
-                    cell = store.cell(dataset, spec, card.name, "int8", "model")
+                    cell = store.model_cell(dataset, spec, card, "int8")
                     if not cell["complete"]:
                         _int8_cell(store, cell, card, dataset, spec, work, data_root, limit, seed, progress)
                         cell["complete"] = True

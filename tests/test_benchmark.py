@@ -12,8 +12,10 @@ from PIL import Image
 from measure import benchmark as bm
 from zoo.benchmarks import classical
 from zoo.data.degradations import parse_degradation
+import zoo.evaluate
 from zoo.errors import ZooError
 from zoo.metrics import psnr
+from zoo.registry import get_card
 
 
 @pytest.fixture
@@ -95,8 +97,42 @@ def test_benchmark_table_json_and_resume(photos, tmp_path, monkeypatch):
     bm.run_benchmark("denoise", **kwargs)
     assert len(calls) == 1
 
-    with pytest.raises(ZooError, match="other settings"):
-        bm.run_benchmark("denoise", **dict(kwargs, degradations=["gaussian:15"]))
+    # Another protocol (limit, seed) needs its own file; the message names what differs.
+    with pytest.raises(ZooError, match="other settings .*limit"):
+        bm.run_benchmark("denoise", **dict(kwargs, limit=2))
+
+
+def test_benchmark_selections_join_one_file_and_retrained_weights_are_measured_again(photos, tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    kwargs = dict(models=["hinet-lite-s"], references=["input"], degradations=["gaussian:25"],
+                  datasets=[str(photos)], json_path=out, progress=False)
+    first = bm.run_benchmark("denoise", **kwargs)
+    model_cell = next(c for c in first["cells"] if c["method"] == "hinet-lite-s")
+    assert model_cell["weights_sha256"] == bm._weights_digest(get_card("hinet-lite-s"))
+
+    # A second model and a second noise level join the file; the measured cells are kept as they are.
+    evaluated = []
+    original_evaluate = zoo.evaluate.evaluate
+    monkeypatch.setattr(zoo.evaluate, "evaluate", lambda name, *a, **k: evaluated.append((name, k["degradation"]))
+                        or original_evaluate(name, *a, **k))
+    merged = bm.run_benchmark("denoise", **dict(kwargs, models=["hinet-lite"], degradations=["gaussian:15"]))
+    assert merged["settings"]["models"] == ["hinet-lite-s", "hinet-lite"]
+    assert merged["settings"]["degradations"] == ["gaussian:25", "gaussian:15"]
+    assert evaluated == [("hinet-lite", "gaussian:15")]
+    keys = {(row["method"], row["degradation"]) for row in merged["summary"]}
+    assert keys == {("input", "gaussian:25"), ("hinet-lite-s", "gaussian:25"), ("input", "gaussian:15"),
+                    ("hinet-lite", "gaussian:15")}
+    kept = next(r for r in merged["summary"] if r["method"] == "hinet-lite-s")
+    assert kept["psnr"] == next(r for r in first["summary"] if r["method"] == "hinet-lite-s")["psnr"]
+
+    # New weights under the same name: that model's cell is measured again, nothing else.
+    evaluated.clear()
+    real_digest = bm._weights_digest
+    monkeypatch.setattr(bm, "_weights_digest",
+                        lambda card: "retrained000" if card.name == "hinet-lite-s" else real_digest(card))
+    again = bm.run_benchmark("denoise", **kwargs)
+    assert evaluated == [("hinet-lite-s", "gaussian:25")]
+    assert next(c for c in again["cells"] if c["method"] == "hinet-lite-s")["weights_sha256"] == "retrained000"
 
 
 def test_benchmark_refuses_bad_requests(tmp_path):
@@ -111,8 +147,31 @@ def test_benchmark_refuses_bad_requests(tmp_path):
     assert bm.main(["denoise", "--limit", "0", "--json", str(tmp_path / "y.json")]) == 2
 
 
-def test_deconvolution_settings_follow_the_blur_noise():
-    assert classical.deconvolution_settings(parse_degradation("motion-blur")) == classical.DECONVOLUTION_SETTINGS[0.0]
+def test_deconvolution_settings_follow_the_blur_noise_and_jpeg():
+    settings = classical.DECONVOLUTION_SETTINGS
+    assert classical.deconvolution_settings(parse_degradation("motion-blur")) is settings[(0.0, None)]
     noisy = classical.deconvolution_settings(parse_degradation("motion-blur:noise=2.55"))
-    assert noisy == classical.DECONVOLUTION_SETTINGS[2.55]
-    assert noisy["rl_iterations"] < classical.DECONVOLUTION_SETTINGS[0.0]["rl_iterations"]
+    assert noisy is settings[(2.55, None)]
+    assert noisy["rl_iterations"] < settings[(0.0, None)]["rl_iterations"]
+    assert classical.deconvolution_settings(parse_degradation("motion-blur:noise=0-3")) is noisy
+    # A JPEG'd blur takes the JPEG row, whatever its quality; the JPEG row is not picked without JPEG.
+    for spec in ("motion-blur:jpeg=60-90", "motion-blur:jpeg=30", "motion-blur:noise=1,jpeg=95"):
+        assert classical.deconvolution_settings(parse_degradation(spec)) is settings[(0.0, (60, 90))], spec
+    assert settings[(0.0, (60, 90))]["rl_iterations"] < settings[(0.0, None)]["rl_iterations"]
+
+
+def test_the_deblur_suite_measures_the_jpeg_blur_with_the_kernel_told_references(photos, monkeypatch):
+    suite = bm.SUITES["deblur"]
+    assert "motion-blur:jpeg=60-90" in suite.degradations
+    assert {"input", "richardson-lucy", "wiener"} <= set(suite.references)
+    # RL and Wiener see the JPEG'd image and are told the kernel of the same seed.
+    clean = _clean(photos)
+    blur = parse_degradation("motion-blur:size=15,length=20,jpeg=60-90")
+    degraded = blur(clean, 3)
+    seen = []
+    original = classical._true_kernel
+    monkeypatch.setattr(classical, "_true_kernel",
+                        lambda degradation, seed: seen.append(seed) or original(degradation, seed))
+    restored = classical.classical_method("richardson-lucy").run(degraded, blur, 3)
+    assert seen == [3] and restored.shape == clean.shape
+    assert psnr(restored.clamp(0, 1), clean) > psnr(degraded, clean)

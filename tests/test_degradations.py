@@ -15,6 +15,7 @@ from zoo.data.degradations import (
     camera_shake_kernel,
     camera_shake_trajectory,
     convolve_symmetric,
+    jpeg_compress,
     parse_degradation,
     rain_streak_kernel,
 )
@@ -28,6 +29,7 @@ RANDOM_SPECS = [
     "poisson-gaussian",
     "motion-blur",
     "motion-blur:size=15,length=5-10,noise=5",
+    "motion-blur:size=15,length=5-10,jpeg=60-90",
     "rain",
     "rain:blend=screen",
 ]
@@ -183,6 +185,74 @@ def test_motion_blur_noise_has_the_requested_sigma():
     assert (noisy - clean).std().item() == pytest.approx(10 / 255, rel=0.03)
 
 
+def _bundled_crop(size=128) -> torch.Tensor:
+    from zoo.data.bundled import bundled_photos
+    from zoo.data.io import read_image
+
+    photo = read_image(bundled_photos()[0].path).image
+    top, left = (photo.shape[-2] - size) // 2, (photo.shape[-1] - size) // 2
+    return photo[:, top:top + size, left:left + size].contiguous()
+
+
+def test_jpeg_quality_is_an_integer_drawn_uniformly_per_image():
+    degrade = parse_degradation("motion-blur:jpeg=60-90")
+    qualities = [degrade.quality_for(seed) for seed in range(300)]
+    assert all(isinstance(q, int) and 60 <= q <= 90 for q in qualities)
+    assert min(qualities) == 60 and max(qualities) == 90  # both ends are drawn
+    assert len(set(qualities)) == 31
+    assert parse_degradation("motion-blur:jpeg=75").quality_for(4) == 75
+    assert parse_degradation("motion-blur").quality_for(4) is None
+    # The quality has its own stream: the kernel of a seed is the kernel without JPEG.
+    assert torch.equal(degrade.kernel(7), parse_degradation("motion-blur").kernel(7))
+
+
+def test_motion_blur_jpeg_is_the_8_bit_blur_saved_and_read_as_a_4_2_0_jpeg(tmp_path):
+    from PIL import Image
+
+    from zoo.data.io import quantize, read_image, write_image
+
+    clean = _bundled_crop(96)
+    degrade = parse_degradation("motion-blur:size=15,noise=5,jpeg=60-90")
+    out = degrade(clean, 3)
+    assert out.dtype == torch.float32 and out.shape == clean.shape
+    assert out.min().item() >= 0.0 and out.max().item() <= 1.0  # the noise is clipped by the 8-bit file
+    assert torch.equal(out, quantize(out))  # exactly 8-bit levels, as read from a file
+    # The same image through files: the noisy blur saved as PNG, re-saved by Pillow as a JPEG
+    # at the drawn quality with 4:2:0 chroma subsampling, read back by the zoo's reader.
+    noisy_blur = parse_degradation("motion-blur:size=15,noise=5")(clean, 3)
+    write_image(tmp_path / "blur.png", noisy_blur)
+    quality = degrade.quality_for(3)
+    Image.open(tmp_path / "blur.png").save(tmp_path / "blur.jpg", quality=quality, subsampling="4:2:0")
+    assert torch.equal(out, read_image(tmp_path / "blur.jpg").image)
+    Image.open(tmp_path / "blur.png").save(tmp_path / "blur444.jpg", quality=quality, subsampling="4:4:4")
+    assert not torch.equal(out, read_image(tmp_path / "blur444.jpg").image)
+    assert not torch.equal(out, quantize(noisy_blur.clamp(0, 1)))
+
+
+def test_jpeg_psnr_falls_as_the_quality_falls_on_a_bundled_photo():
+    clean = _bundled_crop(128)
+    blur_only = parse_degradation("motion-blur:size=15,length=10")(clean, 5)
+    scores = [psnr(parse_degradation(f"motion-blur:size=15,length=10,jpeg={quality}")(clean, 5), clean)
+              for quality in (95, 90, 75, 60, 30, 10)]
+    assert all(high > low for high, low in zip(scores, scores[1:])), scores
+    assert psnr(blur_only.clamp(0, 1), clean) > scores[0]
+    assert scores[0] - scores[-1] > 2.0  # quality 10 costs dB, not hundredths
+
+
+def test_jpeg_compress_refuses_bad_qualities_and_shapes():
+    image = _image()
+    for quality in (0, 101, 50.5, True):
+        with pytest.raises(ValueError, match=r"integer in \[1, 100\]"):
+            jpeg_compress(image, quality)
+    with pytest.raises(ValueError, match="RGB or grey CHW"):
+        jpeg_compress(torch.rand(2, 8, 8), 75)
+    grey = jpeg_compress(image[:1], 50)
+    assert grey.shape == (1, 48, 40) and torch.equal(grey, jpeg_compress(image[:1], 50))
+    # Direct construction checks the quality range too.
+    with pytest.raises(ValueError, match="jpeg"):
+        MotionBlur(jpeg=(0, 90))
+
+
 def test_rain_streak_kernel_geometry():
     vertical = rain_streak_kernel(length=20, angle_degrees=90, width=1)
     assert vertical.max() == pytest.approx(1.0)
@@ -248,6 +318,9 @@ def test_none_returns_a_copy():
         ("poisson-gaussian:b=0.001", "poisson-gaussian:b=0.001"),
         ("motion-blur:size=65,length=60", "motion-blur"),
         ("motion-blur:noise=2,size=21", "motion-blur:size=21,noise=2"),
+        ("motion-blur:jpeg=60-90", "motion-blur:jpeg=60-90"),
+        ("motion-blur:jpeg=90.0,noise=0-3", "motion-blur:noise=0-3,jpeg=90"),
+        ("motion-blur:jpeg=75-75", "motion-blur:jpeg=75"),
         ("rain:angle=60-70,blend=screen", "rain:angle=60-70,blend=screen"),
         ("bicubic:x3", "bicubic:x3"),
         ("none", "none"),
@@ -280,6 +353,12 @@ def test_specs_are_canonical_and_round_trip(spec, canonical):
         ("motion-blur:size=4", "size='4'"),
         ("motion-blur:exposure=1.5", "exposure='1.5'"),
         ("motion-blur:size=21,size=31", "given twice"),
+        ("motion-blur:jpeg=0", "jpeg='0' is not valid (JPEG quality: an integer or LO-HI range of integers in [1, 100])"),
+        ("motion-blur:jpeg=101", "jpeg='101' is not valid"),
+        ("motion-blur:jpeg=60-120", "jpeg='60-120' is not valid"),
+        ("motion-blur:jpeg=62.5", "jpeg='62.5' is not an integer quality"),
+        ("motion-blur:jpeg=90-60", "jpeg='90-60' is reversed"),
+        ("motion-blur:jpeg=high", "jpeg='high' is not a number"),
         ("poisson-gaussian:c=1", "'c=1'"),
         ("poisson-gaussian:a=-1", "a='-1' must be >= 0"),
         ("none:3", "takes no parameters"),

@@ -37,20 +37,36 @@ from zoo.errors import ZooError
 __all__ = ["ClassicalMethod", "CLASSICAL_METHODS", "classical_method", "DECONVOLUTION_SETTINGS",
            "deconvolution_settings"]
 
-#: Richardson-Lucy iterations and Wiener balance per blur noise sigma (0-255), each the best of a
-#: grid on 8 urban100 crops of 192x192 (``python -m zoo.benchmarks.classical --tune SPEC``, RGB
-#: PSNR, dB): noise-free ``motion-blur``: RL 150 iterations 31.67 (still rising slowly: 300+ cost
-#: minutes per image), Wiener 1e-4 31.30; ``motion-blur:noise=2.55``: RL 20 iterations 26.06
-#: (40: 26.01), Wiener 3e-3 25.37. A blur's noise picks the nearest row.
-DECONVOLUTION_SETTINGS = {0.0: {"rl_iterations": 150, "wiener_balance": 1e-4},
-                          2.55: {"rl_iterations": 20, "wiener_balance": 3e-3}}
+#: Richardson-Lucy iterations and Wiener balance per blur setting, keyed by (noise sigma on 0-255, JPEG
+#: quality range or None), each the best of a grid on 8 urban100 crops of 192x192
+#: (``python -m zoo.benchmarks.classical --tune SPEC``, RGB PSNR, dB): noise-free ``motion-blur``: RL 150
+#: iterations 31.67 (still rising slowly: 300+ cost minutes per image), Wiener 1e-4 31.30;
+#: ``motion-blur:noise=2.55``: RL 20 iterations 26.06 (40: 26.01), Wiener 3e-3 25.37;
+#: ``motion-blur:jpeg=60-90``: RL 20 iterations 24.91 (40: 24.89, 150: 23.64), Wiener 3e-3 24.24 (1e-4:
+#: 21.67): the JPEG round trip acts like noise (blurred input 20.83 dB; 20.90 without JPEG).
+DECONVOLUTION_SETTINGS = {(0.0, None): {"rl_iterations": 150, "wiener_balance": 1e-4},
+                          (2.55, None): {"rl_iterations": 20, "wiener_balance": 3e-3},
+                          (0.0, (60, 90)): {"rl_iterations": 20, "wiener_balance": 3e-3}}
 
 
 def deconvolution_settings(degradation) -> dict:
-    """The tuned RL iterations and Wiener balance for a blur (by its noise sigma, nearest row)."""
-    noise = getattr(degradation, "params", {}).get("noise", (0.0, 0.0))
+    """The tuned RL iterations and Wiener balance for a blur.
+
+    A JPEG-compressed blur takes the rows with JPEG, any other the rows without; among those, the
+    row nearest in noise sigma (the top of the blur's range), then in JPEG quality (the middle of
+    the ranges).
+    """
+    params = getattr(degradation, "params", {})
+    noise = params.get("noise", (0.0, 0.0))
     sigma = float(noise[1] if isinstance(noise, tuple) else noise)
-    return DECONVOLUTION_SETTINGS[min(DECONVOLUTION_SETTINGS, key=lambda level: abs(level - sigma))]
+    jpeg = params.get("jpeg")
+    rows = [key for key in DECONVOLUTION_SETTINGS if (key[1] is None) == (jpeg is None)]
+
+    def distance(key):
+        quality_gap = 0.0 if jpeg is None else abs(sum(key[1]) / 2 - sum(jpeg) / 2)
+        return (abs(key[0] - sigma), quality_gap)
+
+    return DECONVOLUTION_SETTINGS[min(rows, key=distance)]
 
 
 def _to_numpy(image: torch.Tensor):
@@ -230,7 +246,7 @@ def tune_deconvolution(spec: str = "motion-blur:noise=2.55", images: int = 8, cr
     degradation = parse_degradation(spec)
     data = open_dataset("urban100", data_root=data_root, limit=images)
     scores: dict[str, dict] = {"richardson-lucy": {}, "wiener": {}}
-    grid = {"richardson-lucy": (5, 10, 20, 40, 80, 150), "wiener": (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)}
+    grid = {"richardson-lucy": (5, 10, 20, 40, 80, 150), "wiener": (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)}
     for index in range(len(data)):
         clean = centre_crop(data[index].target, crop)
         blurred = degradation(clean, seed + index)

@@ -18,7 +18,7 @@ uniformly per image from the seed::
     none
     gaussian:SIGMA | gaussian:LO-HI           AWGN, sigma on the 0-255 scale, not clipped
     poisson-gaussian[:a=A,b=B]                y = a*Poisson(x/a) + N(0, b) on [0, 1]
-    motion-blur[:size=N,length=RANGE,exposure=RANGE,noise=RANGE]
+    motion-blur[:size=N,length=RANGE,exposure=RANGE,noise=RANGE,jpeg=RANGE]
     rain[:density=RANGE,length=RANGE,angle=RANGE,intensity=RANGE,width=RANGE,blend=add|screen]
     bicubic:x2 | bicubic:x3 | bicubic:x4      MATLAB bicubic downscale, then 8-bit quantization
 
@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from zoo.data.resize import imresize, mod_crop
+from zoo.data.resize import check_downscalable, imresize, mod_crop
 from zoo.errors import ZooError
 
 __all__ = [
@@ -45,6 +45,8 @@ __all__ = [
     "GaussianNoise",
     "PoissonGaussianNoise",
     "MotionBlur",
+    "jpeg_compress",
+    "JPEG_MCU",
     "RainStreaks",
     "BicubicDownscale",
     "parse_degradation",
@@ -60,7 +62,7 @@ VALID_FORMS = (
     "none",
     "gaussian:SIGMA or gaussian:LO-HI (sigma on 0-255, e.g. gaussian:25, gaussian:15-50)",
     "poisson-gaussian[:a=A,b=B]",
-    "motion-blur[:size=N,length=L,exposure=E,noise=S]",
+    "motion-blur[:size=N,length=L,exposure=E,noise=S,jpeg=Q] (jpeg: quality 1-100 or LO-HI, e.g. jpeg=60-90)",
     "rain[:density=D,length=L,angle=A,intensity=I,width=W,blend=add|screen]",
     "bicubic:x2|x3|x4",
 )
@@ -154,6 +156,46 @@ def convolve_symmetric(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tenso
     return full[:, kh - 1 : kh - 1 + height, kw - 1 : kw - 1 + width].to(image.dtype)
 
 
+#: The JPEG block grid with 4:2:0 chroma subsampling, in pixels: one minimum coded unit (MCU)
+#: holds 2 x 2 luma blocks of 8 x 8 and one 8 x 8 block of each half-resolution chroma plane.
+JPEG_MCU = 16
+
+
+def jpeg_compress(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """The image after a save as a baseline JPEG and a read back: CHW in [0, 1] on 8-bit levels.
+
+    ``image`` (float CHW, 3 channels RGB or 1 grey) is clamped to [0, 1] and rounded to 8 bits as
+    :func:`zoo.data.io.quantize` does (what a saved file holds), encoded by Pillow's libjpeg at
+    ``quality`` (1-100, the IJG quality scaling of the standard tables) with 4:2:0 chroma
+    subsampling (Pillow's default), no optimised Huffman tables, not progressive, and decoded by
+    Pillow (libjpeg's default decoder: fancy chroma upsampling). The 8 x 8 blocks and 16 x 16 MCUs
+    (:data:`JPEG_MCU`) start at the image's top-left pixel. The result has the input's dtype and
+    device and equals :func:`zoo.data.io.read_image` of the JPEG file.
+    """
+    import io
+
+    from PIL import Image
+
+    from zoo.data.io import _levels_to_unit, _unit_to_levels
+
+    if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] not in (1, 3):
+        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+        raise ValueError(f"JPEG compresses one RGB or grey CHW image, got {shape}")
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be an integer in [1, 100], got {quality!r}")
+    levels = _unit_to_levels(image.cpu(), 8).to(torch.uint8)
+    pixels = levels[0].numpy() if image.shape[0] == 1 else levels.permute(1, 2, 0).contiguous().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality), subsampling="4:2:0",
+                                 optimize=False, progressive=False)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        array = np.asarray(decoded.convert("L" if image.shape[0] == 1 else "RGB"))
+    decoded_levels = torch.from_numpy(array.copy())
+    decoded_levels = decoded_levels[None] if image.shape[0] == 1 else decoded_levels.permute(2, 0, 1)
+    return _levels_to_unit(decoded_levels, 8).to(device=image.device, dtype=image.dtype).contiguous()
+
+
 # --------------------------------------------------------------------------------------------
 # Degradations
 
@@ -177,6 +219,17 @@ class Degradation:
         per-pixel degradations (noise).
         """
         return 0
+
+    @property
+    def grid(self) -> int:
+        """The pixel grid a training patch must stay on within its window (see :attr:`context`).
+
+        Training rounds the margin down to a multiple of this: the scale of a downscale (so the
+        low-resolution crop is exact), the 16-pixel JPEG block grid (:data:`JPEG_MCU`) of a
+        JPEG-compressed degradation (so the patch's blocks are the blocks of the window). 1 when
+        any margin works.
+        """
+        return self.scale
 
     def target(self, clean: torch.Tensor) -> torch.Tensor:
         """The reference a restored output is compared with (here: the clean image itself)."""
@@ -377,6 +430,19 @@ def _parse_range(text: str) -> Range:
     return (low, high)
 
 
+def _parse_quality(text: str) -> Range:
+    """``"75"`` -> (75, 75), ``"60-90"`` -> (60, 90): JPEG qualities, integers (range checked by the param)."""
+    low, high = _parse_range(text)
+    if low != int(low) or high != int(high):
+        raise ValueError("is not an integer quality")
+    return (int(low), int(high))
+
+
+def _quality_in_range(value) -> bool:
+    return value is None or (isinstance(value, tuple) and len(value) == 2 and 1 <= value[0] <= value[1] <= 100
+                             and all(float(q).is_integer() for q in value))
+
+
 def _parse_odd_int(text: str) -> int:
     if not text.isdigit():
         raise ValueError("is not valid")
@@ -423,7 +489,7 @@ class _KeyValueDegradation(Degradation):
 class MotionBlur(_KeyValueDegradation):
     """Camera-shake motion blur (Boracchi & Foi 2012 trajectories, as used by DeblurGAN).
 
-    ``motion-blur[:size=N,length=L,exposure=E,noise=S]``:
+    ``motion-blur[:size=N,length=L,exposure=E,noise=S,jpeg=Q]``:
 
     * ``size`` (odd int, default 65): kernel canvas in pixels;
     * ``length`` (RANGE, default 60): total trajectory length in pixels (the path wanders, so
@@ -431,12 +497,17 @@ class MotionBlur(_KeyValueDegradation):
       at 60);
     * ``exposure`` (RANGE in (0, 1], default 1): fraction of the trajectory the shutter sees
       (DeblurGAN draws from 1/100, 1/10, 1/2, 1);
-    * ``noise`` (RANGE, default 0): AWGN sigma on the 0-255 scale added after blurring, unclipped.
+    * ``noise`` (RANGE, default 0): AWGN sigma on the 0-255 scale added after blurring, unclipped;
+    * ``jpeg`` (integer RANGE in [1, 100], default none): JPEG quality; the blurred (and noisy)
+      image is then rounded to 8 bits and saved and read back as a JPEG (:func:`jpeg_compress`),
+      the setting of the NTIRE 2021 deblurring challenge's JPEG track (``jpeg=60-90`` draws an
+      integer quality uniformly per image).
 
     Defaults are DeblurGAN's generator settings (canvas 64, made odd here; path length 60).
     The image is convolved with the kernel (:func:`convolve_symmetric`: true convolution,
-    symmetric edge-repeating extension, same-size output); without noise it stays in [0, 1].
-    The kernel of a seed is :meth:`kernel` (seed).
+    symmetric edge-repeating extension, same-size output); without noise it stays in [0, 1],
+    and with ``jpeg`` it is 8-bit in [0, 1] (the noise clipped). The kernel of a seed is
+    :meth:`kernel` (seed), its JPEG quality :meth:`quality_for` (seed).
     """
 
     name = "motion-blur"
@@ -445,11 +516,27 @@ class MotionBlur(_KeyValueDegradation):
         "length": _Param((60.0, 60.0), _parse_range, _in(0, 1e4, low_open=True), "> 0 pixels"),
         "exposure": _Param((1.0, 1.0), _parse_range, _in(0, 1, low_open=True), "in (0, 1]"),
         "noise": _Param((0.0, 0.0), _parse_range, _in(0, 255), "sigma in [0, 255]"),
+        "jpeg": _Param(None, _parse_quality, _quality_in_range,
+                       "JPEG quality: an integer or LO-HI range of integers in [1, 100]"),
     }
 
     @property
     def context(self) -> int:
-        return self.params["size"] // 2
+        """The kernel radius; with JPEG, rounded up to the 16-pixel MCU plus two MCUs.
+
+        A patch on the block grid of its window then gets exactly the blocks it gets in the whole
+        image degraded with the grid at the window's corner: its blocks and the neighbouring MCU
+        that chroma upsampling reads hold only exactly blurred pixels (one MCU for that
+        neighbour, one more for a patch whose size is not a multiple of 16).
+        """
+        radius = self.params["size"] // 2
+        if self.params["jpeg"] is None:
+            return radius
+        return JPEG_MCU * math.ceil(radius / JPEG_MCU) + 2 * JPEG_MCU
+
+    @property
+    def grid(self) -> int:
+        return JPEG_MCU if self.params["jpeg"] is not None else self.scale
 
     def kernel(self, seed: int) -> torch.Tensor:
         """The blur kernel that ``self(clean, seed)`` uses: float32 (size, size), sums to 1."""
@@ -459,6 +546,13 @@ class MotionBlur(_KeyValueDegradation):
         psf = camera_shake_kernel(self.params["size"], length, rng, exposure=exposure)
         return torch.from_numpy(psf).to(torch.float32)
 
+    def quality_for(self, seed: int) -> int | None:
+        """The JPEG quality that ``self(clean, seed)`` uses (uniform integer in the range), or None."""
+        if self.params["jpeg"] is None:
+            return None
+        low, high = self.params["jpeg"]
+        return int(np.random.default_rng([seed, 2]).integers(int(low), int(high) + 1))
+
     def __call__(self, clean: torch.Tensor, seed: int) -> torch.Tensor:
         _check_clean(clean)
         blurred = convolve_symmetric(clean, self.kernel(seed).to(clean.device))
@@ -467,6 +561,9 @@ class MotionBlur(_KeyValueDegradation):
             generator = torch.Generator().manual_seed(seed)
             noise = _gaussian_noise(clean.shape, sigma, generator)
             blurred = blurred + noise.to(device=clean.device, dtype=clean.dtype)
+        quality = self.quality_for(seed)
+        if quality is not None:
+            blurred = jpeg_compress(blurred, quality)
         return blurred
 
 
@@ -556,7 +653,7 @@ class BicubicDownscale(Degradation):
     MATLAB ``imresize(hr, 1/N, 'bicubic')`` (antialiased; :func:`zoo.data.resize.imresize`) as
     MATLAB runs it on a uint8 image, the way the benchmark LR files were made: rows first,
     and after each pass saturated to [0, 1] and rounded half away from zero to 8 bits. The result is (C, H // N, W // N); :meth:`target` is the mod-cropped HR.
-    Deterministic: the seed is ignored.
+    An image smaller than N x N pixels raises :class:`ZooError`. Deterministic: the seed is ignored.
     """
 
     FACTORS = (2, 3, 4)
@@ -568,6 +665,7 @@ class BicubicDownscale(Degradation):
         self.spec = f"bicubic:x{self.scale}"
 
     def target(self, clean: torch.Tensor) -> torch.Tensor:
+        check_downscalable(clean, self.scale)
         return mod_crop(clean, self.scale)
 
     @property
@@ -577,6 +675,7 @@ class BicubicDownscale(Degradation):
 
     def __call__(self, clean: torch.Tensor, seed: int) -> torch.Tensor:
         _check_clean(clean)
+        check_downscalable(clean, self.scale)  # ZooError rather than an empty low-resolution image
         # Float64 in and out of imresize so that rounding ties fall as MATLAB's do.
         high_res = mod_crop(clean, self.scale).to(torch.float64)
         low_res = imresize(high_res, 1.0 / self.scale, uint8=True)
