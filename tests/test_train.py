@@ -324,8 +324,14 @@ def test_final_weights_load_through_the_registry(pool_dir, tmp_path):
     assert read_metadata(result.final_weights)["zoo_model"] == "hinet-lite-s"
 
 
-def test_resume_continues_bit_for_bit(pool_dir, tmp_path):
-    config = config_from_dict(tiny_config(pool_dir, data={"flips": True, "rotations": True}))
+@pytest.mark.parametrize("speed", [{}, {"train": {"amp": "bf16", "channels_last": True}},
+                                   {"data": {"patch_schedule": [[3, 24, 4]]}}],
+                         ids=["fp32", "bf16-channels-last", "patch-schedule"])
+def test_resume_continues_bit_for_bit(pool_dir, tmp_path, speed):
+    raw = tiny_config(pool_dir, data={"flips": True, "rotations": True})
+    for section, values in speed.items():
+        raw[section].update(values)
+    config = config_from_dict(raw)
     straight = train(config, tmp_path / "straight", progress=False)
 
     first = train(config, tmp_path / "resumed", stop_at=2, progress=False)
@@ -487,7 +493,7 @@ def test_smoke_config_trains_on_the_bundled_photos(tmp_path, capsys):
     from zoo.train import main
 
     out = tmp_path / "smoke"
-    fallback = [] if torch.cuda.is_available() else ["--set", "train.device=cuda", "--set", "train.amp=bf16"]
+    fallback = [] if torch.cuda.is_available() else ["--set", "train.device=cuda", "--set", "train.amp=fp16"]
     status = main([str(REPO / "configs" / "train_smoke.yaml"), "--out", str(out), "--quiet",
                    "--set", "train.iterations=2", "--set", "train.val_interval=0", *fallback])
     assert status == 0
@@ -501,7 +507,7 @@ def test_smoke_config_trains_on_the_bundled_photos(tmp_path, capsys):
     assert "throughput:" in captured.out
     if fallback:  # no CUDA here: the run says it falls back to the CPU in float32
         assert "CUDA is not available: training on the CPU" in captured.err
-        assert "apply on CUDA only" in captured.err
+        assert "fp16 applies on CUDA only" in captured.err
 
 
 def test_super_resolution_validation_is_measured_on_y_with_a_border_crop(pool_dir, tmp_path, monkeypatch):
@@ -517,3 +523,117 @@ def test_super_resolution_validation_is_measured_on_y_with_a_border_crop(pool_di
                       train={"val_interval": 2})
     train(config_from_dict(raw), tmp_path / "run", progress=False)
     assert seen and all(k == {"y_channel": True, "crop_border": 2} for k in seen)
+
+
+# ------------------------------------------------------------------------------ speed options
+
+
+class _ConvProbe(TaskObjective):
+    """The task loss, recording (grad enabled, output dtype, output and weight channels_last) of the first conv."""
+
+    def prepare(self, model, device, sample):
+        super().prepare(model, device, sample)
+        self.seen = []
+        # A 3x3 convolution of several channels (for 1x1 kernels or one channel both layouts coincide).
+        conv = next(module for module in model.modules()
+                    if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3) and module.in_channels > 1)
+        last = torch.channels_last
+        conv.register_forward_hook(lambda module, inputs, output: self.seen.append(
+            (torch.is_grad_enabled(), output.dtype, output.is_contiguous(memory_format=last),
+             module.weight.is_contiguous(memory_format=last))))
+
+
+@pytest.mark.parametrize("amp, channels_last", [("none", False), ("bf16", True)])
+def test_bf16_autocast_and_channels_last_apply_on_the_cpu(pool_dir, tmp_path, amp, channels_last):
+    # Without EMA validation runs the trained model, so the probe sees it too.
+    config = config_from_dict(tiny_config(pool_dir, train={"iterations": 2, "amp": amp, "ema_decay": None,
+                                                           "channels_last": channels_last}))
+    probe = _ConvProbe(config)
+    result = train(config, tmp_path / "run", objective=probe, progress=False)
+    training = [entry for entry in probe.seen if entry[0]]
+    validation = [entry for entry in probe.seen if not entry[0]]
+    assert len(training) == 2 and validation  # one training forward per step; validation at the end
+    expected = torch.bfloat16 if amp == "bf16" else torch.float32
+    assert all(dtype == expected for _, dtype, _, _ in training)
+    assert all(out_last == channels_last and weight_last == channels_last for _, _, out_last, weight_last in training)
+    assert all(dtype == torch.float32 for _, dtype, _, _ in validation)  # validation runs in float32
+    assert all(np.isfinite(loss) for _, loss in result.losses)
+    assert result.final_weights is not None  # the channels_last weights are saved (contiguous) and load back
+    assert all(value.is_contiguous() for value in _weights(result.final_weights).values())
+
+
+def test_fp16_stays_on_cuda_and_the_cpu_trains_in_float32(pool_dir, tmp_path, capsys):
+    config = config_from_dict(tiny_config(pool_dir, train={"iterations": 1, "amp": "fp16"}))
+    probe = _ConvProbe(config)
+    train(config, tmp_path / "run", objective=probe, progress=False)
+    assert "fp16 applies on CUDA only" in capsys.readouterr().err
+    assert {dtype for _, dtype, _, _ in probe.seen} == {torch.float32}
+
+
+def _raises_when_compiling(module, **kwargs):
+    raise RuntimeError("no compiler here")
+
+
+def _raises_when_called(module, **kwargs):
+    def compiled(*args, **kw):
+        raise RuntimeError("backend compiler failed")
+
+    return compiled
+
+
+@pytest.mark.parametrize("broken_compile", [_raises_when_compiling, _raises_when_called], ids=["wrap", "first-call"])
+def test_compile_failure_falls_back_to_eager_once(pool_dir, tmp_path, monkeypatch, capsys, broken_compile):
+    raw = tiny_config(pool_dir, train={"iterations": 3})
+    eager = train(config_from_dict(raw), tmp_path / "eager", progress=False)
+    capsys.readouterr()
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: calls.append(module) or broken_compile(module))
+    raw["train"]["compile"] = True
+    compiled = train(config_from_dict(raw), tmp_path / "compiled", progress=False)
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and err.count("torch.compile failed") == 1
+    assert "training continues in eager mode" in err
+    assert compiled.finished and compiled.losses == eager.losses  # the failed step was redone eagerly
+
+
+def test_patch_schedule_changes_the_patches_from_its_iterations(pool_dir, tmp_path):
+    images = [TrainingImage(p.name, p) for p in sorted(pool_dir.iterdir())]
+    stream = PatchBatches(images, degradation="gaussian:25", patch_size=16, batch_size=4, iterations=9, seed=1,
+                          schedule=[[3, 24, 2], [6, 32, 1]])
+    shapes = [tuple(stream[i][1].shape) for i in range(9)]
+    assert shapes == [(4, 3, 16, 16)] * 3 + [(2, 3, 24, 24)] * 3 + [(1, 3, 32, 32)] * 3
+    plain = PatchBatches(images, degradation="gaussian:25", patch_size=16, batch_size=4, iterations=9, seed=1)
+    assert torch.equal(stream[2][0], plain[2][0])  # before the first entry: the plain stream
+    # Processes share each stage's batch; a stage batch that does not split is refused.
+    halves = [PatchBatches(images, degradation="gaussian:25", patch_size=16, batch_size=4, iterations=9, seed=1,
+                           schedule=[[3, 24, 2]], rank=rank, world_size=2)[4] for rank in (0, 1)]
+    assert torch.equal(torch.cat([halves[0][1], halves[1][1]]), stream[4][1])
+    with pytest.raises(ZooError, match=r"batch size 1 .* does not split evenly over 2"):
+        PatchBatches(images, degradation="gaussian:25", patch_size=16, batch_size=4, iterations=9, seed=1,
+                     schedule=[[6, 32, 1]], world_size=2)
+    # The run logs the patches it trained on.
+    import csv
+
+    run = train(config_from_dict(tiny_config(pool_dir, data={"patch_schedule": [[2, 24, 4]]})), tmp_path / "run",
+                progress=False)
+    rows = list(csv.DictReader((run.out_dir / "log.csv").open()))
+    for row, batch in zip(rows, [2, 2, 4, 4]):
+        assert float(row["patches_per_s"]) == pytest.approx(batch * float(row["it_per_s"]), rel=1e-2)
+
+
+def test_patch_schedule_is_checked(pool_dir, tmp_path):
+    bad = {"[[0, 24, 4]]": r"patch_schedule\[0\] starts at iteration 0",
+           "[[3, 24, 4], [2, 32, 2]]": r"patch_schedule\[1\] starts at iteration 2: .*above 3",
+           "[[4, 24, 4]]": r"below train\.iterations \(4\)",
+           "[[2, 24]]": r"patch_schedule\[0\] must be \[iteration, patch_size, batch_size\]",
+           "[[2, 0, 4]]": r"patch_schedule\[0\] patch_size must be > 0",
+           "[]": "patch_schedule is an empty list"}
+    for text, message in bad.items():
+        with pytest.raises(ZooError, match=message):
+            config_from_dict(tiny_config(pool_dir), [f"data.patch_schedule={text}"])
+    with pytest.raises(ZooError, match=r"patch size 25 .* 25-pixel inputs, not a multiple of 2"):
+        train(config_from_dict(tiny_config(pool_dir), ["data.patch_schedule=[[2, 25, 2]]"]), tmp_path / "run",
+              progress=False)
+    with pytest.raises(ZooError, match=r"no training image is at least 80x80 pixels"):
+        train(config_from_dict(tiny_config(pool_dir), ["data.patch_schedule=[[2, 80, 2]]"]), tmp_path / "run",
+              progress=False)

@@ -83,6 +83,10 @@ class DataConfig:
     patch_size: int = 64
     #: Patches per iteration summed over all processes (each of N processes gets batch_size / N).
     batch_size: int = 8
+    #: Progressive patch sizes: ``[[iteration, patch_size, batch_size], ...]`` with increasing
+    #: iterations; from each iteration (0-based) on, patches of that size in batches of that size.
+    #: Before the first entry: ``patch_size`` and ``batch_size``. None = those throughout.
+    patch_schedule: list[list[int]] | None = None
     #: Random horizontal flips / 90-degree rotations of the patches (the 8 dihedral transforms).
     flips: bool = True
     rotations: bool = True
@@ -148,10 +152,14 @@ class TrainingConfig:
     #: CPU threads for torch's operators (None = torch's default, one per core). On a shared or
     #: small machine 1 is often faster for small models.
     threads: int | None = None
-    #: Mixed precision on CUDA: ``none``, ``bf16`` or ``fp16`` (with loss scaling). CPU: ignored.
+    #: Mixed precision of the training forward: ``none``, ``bf16`` (autocast on CUDA and on the
+    #: CPU) or ``fp16`` (CUDA only, with loss scaling; float32 on the CPU). Validation runs in float32.
     amp: Literal["none", "bf16", "fp16"] = "none"
-    #: channels_last memory format on CUDA (faster convolutions on tensor cores). CPU: ignored.
+    #: channels_last memory format of the model and its inputs (CUDA and CPU).
     channels_last: bool = False
+    #: ``torch.compile`` the training forward (the float model; a training phase's module runs
+    #: eagerly). If compiling fails the run says so once and continues eagerly.
+    compile: bool = False
 
 
 @dataclass
@@ -435,6 +443,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     _positive(data.workers, "data.workers", allow_zero=True)
     if data.limit is not None:
         _positive(data.limit, "data.limit")
+    _check_patch_schedule(data.patch_schedule, config.train.iterations)
 
     loss = config.loss
     if loss.stage_weights is not None:
@@ -486,6 +495,29 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     if config.quantization is not None:
         _check_quantization(config)
     return config
+
+
+def _check_patch_schedule(schedule: list[list[int]] | None, iterations: int) -> None:
+    """``data.patch_schedule``: entries [iteration, patch_size, batch_size], iterations increasing."""
+    if schedule is None:
+        return
+    if not schedule:
+        raise ZooError("data.patch_schedule is an empty list",
+                       "give [iteration, patch_size, batch_size] entries, or null for no schedule")
+    previous = 0
+    for index, entry in enumerate(schedule):
+        key = f"data.patch_schedule[{index}]"
+        if len(entry) != 3:
+            raise ZooError(f"{key} must be [iteration, patch_size, batch_size], got {entry}",
+                           "e.g. data.patch_schedule: [[3000, 96, 4]]")
+        iteration, patch_size, batch_size = entry
+        if not previous < iteration < iterations:  # an entry at 0 would just replace data.patch_size
+            raise ZooError(f"{key} starts at iteration {iteration}: each entry needs an iteration above "
+                           f"{previous} (the previous entry's; data.patch_size holds before the first) and "
+                           f"below train.iterations ({iterations})", _FIX)
+        _positive(patch_size, f"{key} patch_size")
+        _positive(batch_size, f"{key} batch_size")
+        previous = iteration
 
 
 def _check_quantization(config: ExperimentConfig) -> None:

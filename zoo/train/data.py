@@ -198,33 +198,38 @@ class PatchBatches(torch.utils.data.Dataset):
 
     Returns ``(degraded, target)``: float32 NCHW tensors, N = batch_size / world_size, target
     patches ``patch_size`` pixels square in [0, 1], degraded patches ``patch_size / scale`` square
-    (unclipped for additive noise). Images smaller than the patch are left out of the pool.
+    (unclipped for additive noise). Images smaller than the (largest) patch are left out of the pool.
+
+    ``schedule``: progressive patch sizes, ``[(iteration, patch_size, batch_size), ...]`` with
+    increasing iterations; from each iteration on its sizes hold (``patch_size`` and ``batch_size``
+    before the first). Batch ``i`` stays a pure function of (seed, i), so resuming needs nothing more.
     """
 
     def __init__(self, images: list[TrainingImage], *, degradation: str | None, patch_size: int, batch_size: int,
                  iterations: int, seed: int, flips: bool = True, rotations: bool = True, rank: int = 0,
-                 world_size: int = 1, cache_images: bool = True):
-        if batch_size % world_size:
-            raise ZooError(f"data.batch_size {batch_size} does not split evenly over {world_size} processes",
-                           f"use a multiple of {world_size}")
+                 world_size: int = 1, cache_images: bool = True, schedule=()):
+        #: (first iteration, patch size, global batch) of each stage, in order.
+        self.stages = [(0, patch_size, batch_size)] + [tuple(int(v) for v in entry) for entry in schedule or ()]
         self.degradation_spec = degradation
         self.scale = self._degradation().scale if degradation else 1
-        if patch_size % self.scale:
-            raise ZooError(f"data.patch_size {patch_size} is not a multiple of the degradation's scale {self.scale}",
-                           f"use a multiple of {self.scale}")
+        for _, size, batch in self.stages:
+            if batch % world_size:
+                raise ZooError(f"batch size {batch} (data.batch_size or data.patch_schedule) does not split evenly "
+                               f"over {world_size} processes", f"use a multiple of {world_size}")
+            if size % self.scale:
+                raise ZooError(f"patch size {size} (data.patch_size or data.patch_schedule) is not a multiple of the "
+                               f"degradation's scale {self.scale}", f"use a multiple of {self.scale}")
+        largest = max(size for _, size, _ in self.stages)
         usable = []
         for image in images:
             height, width = image_size(image.target_path)
-            if min(height, width) >= patch_size:
+            if min(height, width) >= largest:
                 usable.append(image)
         if not usable:
-            raise ZooError(f"no training image is at least {patch_size}x{patch_size} pixels",
-                           "lower data.patch_size or add larger images")
+            raise ZooError(f"no training image is at least {largest}x{largest} pixels",
+                           "lower data.patch_size (and data.patch_schedule) or add larger images")
         self.images = usable
         self.skipped = len(images) - len(usable)
-        self.patch_size = patch_size
-        self.global_batch = batch_size
-        self.local_batch = batch_size // world_size
         self.iterations = iterations
         self.seed = seed
         self.flips = flips
@@ -233,6 +238,14 @@ class PatchBatches(torch.utils.data.Dataset):
         self.world_size = world_size
         self.cache = ImageCache(cache_images)
         self._degradation_obj = None
+
+    def stage(self, iteration: int) -> tuple[int, int]:
+        """(patch size, global batch size) of ``iteration``."""
+        current = self.stages[0]
+        for stage in self.stages[1:]:
+            if iteration >= stage[0]:
+                current = stage
+        return current[1], current[2]
 
     def _degradation(self):
         from zoo.data.degradations import parse_degradation
@@ -255,7 +268,7 @@ class PatchBatches(torch.utils.data.Dataset):
         image = self.images[int(rng.integers(len(self.images)))]
         target_levels = self.cache.levels(image.target_path)
         height, width = target_levels.shape[-2:]
-        size = self.patch_size
+        size = self.stage(iteration)[0]
         top = int(rng.integers(height - size + 1))
         left = int(rng.integers(width - size + 1))
         transform = int(rng.integers(8))
@@ -277,9 +290,10 @@ class PatchBatches(torch.utils.data.Dataset):
         degradation = self._degradation_obj
         # Blur and rain read pixels around the patch: degrade the patch with as much real image
         # around it as there is (the same margin on every side, so the dihedral transform keeps it
-        # centred; a multiple of the scale, so the LR crop is exact), then cut the margin off.
+        # centred; a multiple of the degradation's grid: of the scale, so the LR crop is exact, of
+        # the 16-pixel JPEG block grid, so the patch starts on a block edge), then cut the margin off.
         margin = min(degradation.context, top, left, height - top - size, width - left - size)
-        margin -= margin % self.scale
+        margin -= margin % degradation.grid
         if margin > 0:
             window = target_levels[:, top - margin:top + size + margin, left - margin:left + size + margin]
             extended = dihedral(_from_levels(window), transform).contiguous()
@@ -292,8 +306,8 @@ class PatchBatches(torch.utils.data.Dataset):
         return degraded.contiguous(), degradation.target(target).contiguous()
 
     def __getitem__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        first = self.rank * self.local_batch
-        pairs = [self.sample(int(iteration), first + offset) for offset in range(self.local_batch)]
+        local = self.stage(int(iteration))[1] // self.world_size
+        pairs = [self.sample(int(iteration), self.rank * local + offset) for offset in range(local)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 

@@ -238,6 +238,14 @@ def learning_rate(schedule: ScheduleConfig, base_lr: float, total: int, iteratio
     return rate
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX), not emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 
@@ -335,24 +343,52 @@ class _Run:
             torch.set_num_threads(tcfg.threads)
         self.device = pick_device(tcfg.device, self.dist, self.say)
         self.on_cuda = self.device.type == "cuda"
-        if not self.on_cuda and (tcfg.amp != "none" or tcfg.channels_last):
-            self.say("train.amp and train.channels_last apply on CUDA only: training on the CPU in float32")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tcfg.amp) if self.on_cuda else None
-        self.channels_last = tcfg.channels_last and self.on_cuda
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tcfg.amp)
+        if self.amp_dtype is torch.float16 and not self.on_cuda:
+            self.say("train.amp: fp16 applies on CUDA only (it needs loss scaling; the CPU autocasts bf16): "
+                     "training on the CPU in float32; set train.amp: bf16 for mixed precision here")
+            self.amp_dtype = None
+        if self.amp_dtype is torch.bfloat16 and not self.on_cuda and not _cpu_has_bf16():
+            self.say("train.amp: bf16 on a CPU without native bf16 instructions (avx512_bf16 / AMX) is emulated "
+                     "and likely slower than float32")
+        self.channels_last = tcfg.channels_last
+        #: Set once torch.compile failed: the run stays eager from then on.
+        self.compile_failed = False
 
     def autocast(self):
+        """The mixed-precision context of the training forward (``train.amp``); validation runs without it."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """``torch.compile(module)`` with ``train.compile`` (``module`` itself without it or after a failure)."""
+        if not self.tcfg.compile or self.compile_failed:
+            return module
+        try:
+            return torch.compile(module)
+        except Exception as err:  # torch.compile raises many types (no compiler, unsupported Python, ...)
+            self.compile_fallback(err)
+            return module
+
+    def compile_fallback(self, err: Exception) -> None:
+        """Say that torch.compile failed (once) and train eagerly from now on."""
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        self.say(f"train.compile: torch.compile failed ({type(err).__name__}: {first_line}); "
+                 "training continues in eager mode")
+        self.compile_failed = True
+        self.forward_model = self.train_model
 
     def phase_context(self) -> PhaseContext:
         def training_batches(count: int) -> list[torch.Tensor]:
             # Every sample of the global batch, so that all processes see the same data.
             first = self.phase.start
-            return [torch.stack([self.batches.sample(first + i, k)[0] for k in range(self.dcfg.batch_size)])
-                    for i in range(count)]
+            return [torch.stack([self.batches.sample(iteration, k)[0] for k in range(self.batches.stage(iteration)[1])])
+                    for iteration in range(first, first + count)]
 
+        # Inputs of the patch size the phase starts with (data.patch_schedule may change it).
+        example_side = self.batches.stage(self.phase.start if self.phase is not None else 0)[0] // self.scale
         return PhaseContext(config=self.config, model=self.model,
                             ema_model=self.ema.module if self.ema is not None else None, device=self.device,
-                            example=torch.zeros(2, 3, self.input_patch, self.input_patch, device=self.device),
+                            example=torch.zeros(2, 3, example_side, example_side, device=self.device),
                             size_multiple=self.size_multiple,
                             training_batches=training_batches, out_dir=self.out_dir, main=self.main, say=self.say)
 
@@ -374,10 +410,11 @@ class _Run:
         graph, self.ema_graph = self.phase.enter(self.phase_context(), restoring=restoring)
         self.phase_active = True
         self._build_optimizer([p for p in graph.parameters() if p.requires_grad])
-        self.train_model = self._wrap(graph)
+        self.train_model = self.forward_model = self._wrap(graph)
         self.objective.output_terms.extend(self.phase.output_terms())
         if not restoring:
-            self.say(f"iteration {iteration}: {self.phase.section} phase starts")
+            self.say(f"iteration {iteration}: {self.phase.section} phase starts"
+                     + (" (train.compile: the phase's module runs eagerly)" if self.tcfg.compile else ""))
 
     def _setup_model(self, objective) -> None:
         config, tcfg, dcfg = self.config, self.tcfg, self.dcfg
@@ -392,12 +429,14 @@ class _Run:
             from zoo.data.degradations import parse_degradation
 
             scale = parse_degradation(dcfg.degradation).scale
+        self.scale = scale
+        for patch_size in [dcfg.patch_size] + [entry[1] for entry in dcfg.patch_schedule or ()]:
+            if (patch_size // scale) % self.size_multiple:
+                raise ZooError(f"patch size {patch_size} (data.patch_size or data.patch_schedule) gives "
+                               f"{patch_size // scale}-pixel inputs, not a multiple of {self.size_multiple} as "
+                               f"{self.identity} needs",
+                               f"use a patch size that is a multiple of {self.size_multiple * scale}")
         input_patch = dcfg.patch_size // scale
-        if input_patch % self.size_multiple:
-            raise ZooError(f"data.patch_size {dcfg.patch_size} gives {input_patch}-pixel inputs, not a multiple of "
-                           f"{self.size_multiple} as {self.identity} needs",
-                           f"use a patch size that is a multiple of {self.size_multiple * scale}")
-        self.input_patch = input_patch
         model = self.model.to(self.device).train()
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -414,6 +453,8 @@ class _Run:
         self._build_optimizer(list(model.parameters()))
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.train_model: nn.Module = self._wrap(model)
+        #: What the training forward calls: train_model, compiled with train.compile.
+        self.forward_model: nn.Module = self.compiled(self.train_model)
 
     def _setup_data(self) -> None:
         from zoo.train.data import (PatchBatches, _paired_source, _try_data_root, split_pool, training_pool,
@@ -431,9 +472,11 @@ class _Run:
         self.batches = PatchBatches(train_images, degradation=degradation, patch_size=dcfg.patch_size,
                                     batch_size=dcfg.batch_size, iterations=tcfg.iterations, seed=tcfg.seed,
                                     flips=dcfg.flips, rotations=dcfg.rotations, rank=self.dist.rank,
-                                    world_size=self.dist.world_size, cache_images=dcfg.cache_images)
+                                    world_size=self.dist.world_size, cache_images=dcfg.cache_images,
+                                    schedule=dcfg.patch_schedule)
         if self.batches.skipped:
-            self.say(f"left out {self.batches.skipped} training images smaller than {dcfg.patch_size} pixels")
+            largest = max(size for _, size, _ in self.batches.stages)
+            self.say(f"left out {self.batches.skipped} training images smaller than {largest} pixels")
         self.validation = []
         if self.main and val_images:  # only rank 0 validates
             self.validation = validation_set(val_images, degradation=degradation, crop=dcfg.val_crop,
@@ -551,21 +594,18 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss, terms = self.objective(self.train_model, degraded, target)
-        reduced = loss.detach().float().clone()
-        if self.dist.active:
-            import torch.distributed as dist
-
-            dist.all_reduce(reduced)
-            reduced /= self.dist.world_size
-        loss_value = float(reduced)
+        try:
+            loss_value, terms = self.forward_backward(self.forward_model, degraded, target)
+        except Exception as err:
+            if self.forward_model is self.train_model:
+                raise
+            # A compiled forward or backward failed (compilation is lazy): redo the step eagerly,
+            # which also raises any error that is not the compiler's.
+            self.compile_fallback(err)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_value, terms = self.forward_backward(self.train_model, degraded, target)
         if not math.isfinite(loss_value):
             return loss_value, terms, lr  # the caller stops before anything is applied
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
         if self.dist.active and self.extra_params:  # DDP only averages the wrapped model's gradients
             import torch.distributed as dist
 
@@ -589,6 +629,24 @@ class _Run:
             self.phase.after_step(iteration)
         return loss_value, {key: float(value) for key, value in terms.items()}, lr
 
+    def forward_backward(self, model: nn.Module, degraded: torch.Tensor, target: torch.Tensor) -> tuple[float, dict]:
+        """Loss of ``model`` under :meth:`autocast` and, when finite, its backward pass.
+
+        Returns (loss averaged over processes, loss terms); a NaN/inf loss is returned without backward.
+        """
+        with self.autocast():
+            loss, terms = self.objective(model, degraded, target)
+        reduced = loss.detach().float().clone()
+        if self.dist.active:
+            import torch.distributed as dist
+
+            dist.all_reduce(reduced)
+            reduced /= self.dist.world_size
+        loss_value = float(reduced)
+        if math.isfinite(loss_value):
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss_value, terms
+
     def evaluated_model(self) -> nn.Module:
         """The module that is validated: the EMA weights when enabled; the phase's module once it runs."""
         if self.phase_active:
@@ -607,7 +665,8 @@ class _Run:
         """Mean PSNR (dB, outputs clamped to [0, 1]) on the validation images; saves a new best.
 
         RGB for restoration; for super-resolution (a degradation with scale > 1) the literature's
-        BT.601 Y channel with a border crop of the scale, as ``zoo eval`` measures it.
+        BT.601 Y channel with a border crop of the scale, as ``zoo eval`` measures it. Always in
+        float32, whatever ``train.amp`` (comparable across runs, as ``zoo eval`` measures).
         """
         from zoo.atomic import write_json
         from zoo.checkpoints import save_weights
@@ -626,8 +685,7 @@ class _Run:
         evaluating = self.phase.evaluating(net) if self.phase_active else nullcontext()
         with torch.no_grad(), evaluating:
             for item in self.validation:
-                with self.autocast():
-                    restored = net(item.degraded.unsqueeze(0).to(self.device))
+                restored = net(item.degraded.unsqueeze(0).to(self.device))
                 scores.append(psnr(restored.float().clamp(0, 1).cpu(), item.target.unsqueeze(0), **metric))
         net.train(was_training)
         value = float(np.mean(scores))
@@ -665,10 +723,15 @@ class _Run:
             write_json(out_dir / "config.json", self.config_dict)
             csv_log = CsvLog(out_dir / "log.csv", start if resumed else None)
             tensorboard = open_tensorboard(out_dir)
+            later = "".join(f"; from iteration {first}: batch {batch}, patch {size}"
+                            for first, size, batch in self.batches.stages[1:])
+            precision = "".join([f", {tcfg.amp} autocast" if self.amp_dtype else "",
+                                 ", channels_last" if self.channels_last else "",
+                                 ", torch.compile" if self.forward_model is not self.train_model else ""])
             self.say(f"training {self.identity} for {tcfg.iterations} iterations on {self.device} "
                      f"({self.dist.world_size} process{'es' if self.dist.active else ''}, batch {dcfg.batch_size}, "
-                     f"patch {dcfg.patch_size}, {len(self.batches.images)} training / {len(self.validation)} "
-                     f"validation images) -> {out_dir}")
+                     f"patch {dcfg.patch_size}{later}, {len(self.batches.images)} training / {len(self.validation)} "
+                     f"validation images{precision}) -> {out_dir}")
             if progress:
                 self.bar = tqdm(total=tcfg.iterations, initial=start, desc=f"train {self.config.name}", unit="it",
                                 dynamic_ncols=True)
@@ -690,9 +753,10 @@ class _Run:
                     raise self._diverged(done, loss_value)
                 seconds = time.perf_counter() - step_started
                 losses.append((done, loss_value))
-                window.add(seconds, {"loss": loss_value, **terms})
+                patches = self.batches.stage(iteration)[1]
+                window.add(seconds, {"loss": loss_value, **terms}, patches)
                 if iteration > start or stop - start == 1:  # the first step has one-off costs (allocations)
-                    speed.add(seconds, {})
+                    speed.add(seconds, {}, patches)
                 if self.bar is not None:
                     self.bar.update(1)
                     self.bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", refresh=False)
@@ -707,7 +771,7 @@ class _Run:
                     its = window.iterations_per_second
                     row = {"iteration": done, "lr": lr, **window.means(),
                            "grad_norm": self.grad_norm if self.grad_norm is not None else "",
-                           "it_per_s": round(its, 4), "patches_per_s": round(its * dcfg.batch_size, 3),
+                           "it_per_s": round(its, 4), "patches_per_s": round(window.patches_per_second, 3),
                            "elapsed_s": round(time.perf_counter() - started, 2)}
                     if val_psnr is not None:
                         row["val_psnr"] = round(val_psnr, 4)
@@ -739,14 +803,14 @@ class _Run:
             if self.ema is not None:
                 final_ema = save_weights(self.ema.module, out_dir / "final_ema.safetensors",
                                          metadata={**self.metadata, "iteration": str(stop), "weights": "ema"})
-        its = speed.iterations_per_second
+        its, patches_per_second = speed.iterations_per_second, speed.patches_per_second
         best = f"; best validation PSNR {self.best_psnr:.2f} dB" if self.best_psnr is not None else ""
         where = f"; weights {final}" if final else f"; resume with --resume ({out_dir / CHECKPOINTS})"
         self.say(f"{'finished' if finished else 'stopped'} at iteration {stop}: {its:.3f} it/s, "
-                 f"{its * dcfg.batch_size:.2f} patches/s{best}{where}")
+                 f"{patches_per_second:.2f} patches/s{best}{where}")
         best_path = out_dir / "best.safetensors"
         return TrainResult(out_dir=out_dir, iteration=stop, finished=finished, final_weights=final,
                            final_ema_weights=final_ema, best_weights=best_path if best_path.is_file() else None,
                            best_val_psnr=self.best_psnr, losses=losses, validations=validations,
-                           iterations_per_second=its, patches_per_second=its * dcfg.batch_size,
+                           iterations_per_second=its, patches_per_second=patches_per_second,
                            phase_outputs=phase_outputs)

@@ -63,14 +63,16 @@ def open_tensorboard(out_dir: Path):
 
 
 class LogWindow:
-    """Sums of the logged values since the last log row, and the time the steps took."""
+    """Sums of the logged values since the last log row, and the time and patches of the steps."""
 
     def __init__(self):
-        self.steps, self.seconds, self.sums = 0, 0.0, {}
+        self.steps, self.seconds, self.patches, self.sums = 0, 0.0, 0, {}
 
-    def add(self, seconds: float, values: dict[str, float]) -> None:
+    def add(self, seconds: float, values: dict[str, float], patches: int = 0) -> None:
+        """One step that took ``seconds`` on ``patches`` patches (its global batch)."""
         self.steps += 1
         self.seconds += seconds
+        self.patches += patches
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
@@ -80,3 +82,7 @@ class LogWindow:
     @property
     def iterations_per_second(self) -> float:
         return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def patches_per_second(self) -> float:
+        return self.patches / self.seconds if self.seconds > 0 else 0.0
