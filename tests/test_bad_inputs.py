@@ -330,7 +330,7 @@ def test_animated_gif_restores_its_first_frame_and_says_so(tmp_path, capsys):
 
 # --- 5. super-resolution: scales, tile outputs, images too small to downscale or measure -----
 
-SR_MODEL = next(c.name for c in list_models() if c.task == "super-resolution" and c.has_weights and not c.zero_shot)
+SR_MODEL = next(c.name for c in list_models() if c.task == "super-resolution" and c.ships_trained_weights)
 
 
 def _tiny_folder(tmp_path: Path, height: int, width: int) -> Path:

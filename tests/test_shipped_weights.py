@@ -15,7 +15,7 @@ from zoo.evaluate import MetricSettings, measure
 from zoo.inference import TileSettings, restore_tensor
 from zoo.registry import create_model, get_card, list_models
 
-SHIPPED = [card.name for card in list_models() if card.has_weights and not card.zero_shot]
+SHIPPED = [card.name for card in list_models() if card.ships_trained_weights]
 
 
 def test_at_least_one_trained_denoiser_ships():

@@ -27,7 +27,7 @@ def shipped_models(task: str) -> list[str]:
     """Names of the registered models of ``task`` that ship trained weights (zero-shot ones excluded)."""
     from zoo.registry import list_models
 
-    return [c.name for c in list_models() if c.task == task and c.has_weights and not c.zero_shot]
+    return [c.name for c in list_models() if c.task == task and c.ships_trained_weights]
 
 
 def pick_demo_model() -> str:

@@ -105,6 +105,11 @@ class ModelCard:
     def has_weights(self) -> bool:
         return self.zero_shot or (self.weights_path is not None and self.weights_path.is_file())
 
+    @property
+    def ships_trained_weights(self) -> bool:
+        """True when the package holds trained weights for this card (zero-shot models need none)."""
+        return self.has_weights and not self.zero_shot
+
 
 _REGISTRY: dict[str, ModelCard] = {}
 _ARCHITECTURES: dict[str, type] = {}
