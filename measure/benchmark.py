@@ -92,7 +92,7 @@ def _models_of(suite: TaskSuite, names: list[str] | None) -> list:
                 raise ZooError(f"the zoo ships no weights for {card.name}", "benchmark shipped models only")
         return cards
     return [card for card in list_models()
-            if card.task in suite.model_tasks and card.has_weights and not card.zero_shot]
+            if card.task in suite.model_tasks and card.ships_trained_weights]
 
 
 def _check_scales(suite: TaskSuite, cards: list, specs: list[str]) -> None:
@@ -172,10 +172,10 @@ class _Store:
         self.doc = previous or {"format": "zoo-benchmark", "format_version": BENCHMARK_FORMAT,
                                 "settings": settings, "cells": [], "complete": False}
 
-    def model_cell(self, dataset: str, degradation: str, card, precision: str) -> dict:
-        """The cell of a model; measured again from scratch when its weights file changed since."""
+    def model_cell(self, dataset: str, degradation: str, card, precision: str, digest: str | None) -> dict:
+        """The cell of a model whose weights file has ``digest`` (:func:`_weights_digest`); measured
+        again from scratch when the digest differs from the one the cell was measured with."""
         cell = self.cell(dataset, degradation, card.name, precision, "model")
-        digest = _weights_digest(card)
         # Files written before the digest was recorded are taken to hold the current weights.
         cell.setdefault("weights_sha256", digest)
         if cell["weights_sha256"] != digest:
@@ -305,6 +305,7 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
     settings = {"task": suite.task, "datasets": sets, "degradations": specs, "references": reference_names,
                 "models": [card.name for card in cards], "int8": int8, "limit": limit, "seed": seed}
     store = _Store(json_path, settings, restart)
+    digests = {card.name: _weights_digest(card) for card in cards}  # hashed once, not per cell
     say = log or ((lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None))
 
     for dataset in sets:
@@ -322,14 +323,14 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
             for card in cards:
                 if card.scale != scale:
                     continue
-                cell = store.model_cell(dataset, spec, card, "float")
+                cell = store.model_cell(dataset, spec, card, "float", digests[card.name])
                 if not cell["complete"]:
                     _float_cell(store, cell, card, dataset, spec, data_root, limit, seed, progress)
                     cell["complete"] = True
                     store.save()
                     say(f"{dataset} {spec} {card.name} float: {_summary(cell['images'])['psnr']:.2f} dB")
                 if int8:
-                    cell = store.model_cell(dataset, spec, card, "int8")
+                    cell = store.model_cell(dataset, spec, card, "int8", digests[card.name])
                     if not cell["complete"]:
                         _int8_cell(store, cell, card, dataset, spec, work, data_root, limit, seed, progress)
                         cell["complete"] = True
