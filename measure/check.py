@@ -183,7 +183,7 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     from zoo import __version__
     from zoo.data.datasets import open_dataset
     from zoo.data.io import quantize
-    from zoo.evaluate import MetricSettings, _input_reference, degradation_for, measure
+    from zoo.evaluate import MetricSettings, degradation_for, input_reference, measure
     from zoo.metrics import psnr as psnr_of
     from zoo.atomic import ensure_writable
     from zoo.registry import get_card
@@ -241,7 +241,7 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
                file=sys.stderr)
     for index in bar:
         sample = data[index]
-        degraded_reference = _input_reference(sample.degraded, card.scale)
+        degraded_reference = input_reference(sample.degraded, card.scale)
         # Before the artifact runs: an image too small to measure is refused first.
         input_psnr[sample.name] = measure(degraded_reference, sample.target, settings,
                                           name=f"image {sample.name}")["psnr"]

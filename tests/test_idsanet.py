@@ -275,7 +275,7 @@ class BicubicUpscaler(nn.Module):
 def test_sr_evaluation_path_gives_bicubic_psnr_for_a_bicubic_model(name):
     from zoo.data.datasets import open_dataset
     from zoo.data.io import quantize
-    from zoo.evaluate import MetricSettings, _input_reference, degradation_for, measure
+    from zoo.evaluate import MetricSettings, degradation_for, input_reference, measure
     from zoo.inference import TileSettings, restore_tensor
 
     card = get_card(name)
@@ -289,7 +289,7 @@ def test_sr_evaluation_path_gives_bicubic_psnr_for_a_bicubic_model(name):
     whole = restore_tensor(model, card, degraded, TileSettings(None, 0))
     tiled = restore_tensor(model, card, degraded, TileSettings(32, 8))  # several tiles at scale > 1
     assert whole.shape == tiled.shape == target.shape == clean.shape
-    bicubic = measure(_input_reference(degraded, card.scale), target, settings)["psnr"]
+    bicubic = measure(input_reference(degraded, card.scale), target, settings)["psnr"]
     assert 20 < bicubic < 40
     for output in (whole, tiled):
         assert abs(measure(quantize(output, 8), target, settings)["psnr"] - bicubic) < 0.05

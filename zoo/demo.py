@@ -57,9 +57,9 @@ def _size(image: torch.Tensor) -> str:
 
 def _with_mean(rows: list[dict], keys: tuple[str, ...]) -> dict:
     """The mean of ``keys`` over ``rows`` (zoo.evaluate's mean: missing values skipped)."""
-    from zoo.evaluate import _mean
+    from zoo.evaluate import mean_of
 
-    return {key: _mean(rows, key) for key in keys}
+    return {key: mean_of(rows, key) for key in keys}
 
 
 def _print_table(rows: list[dict], mean: dict, before: str) -> None:
@@ -117,7 +117,7 @@ def _super_resolve(photos, output: Path, *, crop: int, overwrite: bool, model_na
     """The super-resolution part of :func:`run_demo`: prints its table, returns demo.json's
     ``super_resolution``."""
     from zoo.data.io import quantize, read_image, write_image
-    from zoo.evaluate import MetricSettings, _input_reference, degradation_for, measure
+    from zoo.evaluate import MetricSettings, degradation_for, input_reference, measure
     from zoo.inference import TileSettings, restore_tensor
     from zoo.registry import create_model
 
@@ -134,7 +134,7 @@ def _super_resolve(photos, output: Path, *, crop: int, overwrite: bool, model_na
     for index, photo in enumerate(photos):
         high = degrade.target(centre_crop(read_image(photo.path).image, crop))  # mod-cropped to the scale
         low = degrade(high, index)
-        bicubic = _input_reference(low, card.scale)
+        bicubic = input_reference(low, card.scale)
         start = time.perf_counter()
         restored = quantize(restore_tensor(model, card, low, tiles, device=device))
         seconds = time.perf_counter() - start

@@ -77,8 +77,10 @@ def degradation_for(card, spec: str | None = None):
     return degrade
 
 
-def _input_reference(degraded: torch.Tensor, scale: int) -> torch.Tensor:
-    """The degraded image at the target's size: itself, or its bicubic upscaling for SR."""
+def input_reference(degraded: torch.Tensor, scale: int) -> torch.Tensor:
+    """The degraded image at the target's size, the "do nothing" baseline every row is compared
+    with: ``degraded`` itself for ``scale`` 1, else its MATLAB-bicubic upscaling by ``scale``
+    clamped to [0, 1] (the bicubic row of SR papers). (..., 3, H, W) float32 in [0, 1]."""
     if scale == 1:
         return degraded
     from zoo.data.resize import imresize
@@ -86,7 +88,8 @@ def _input_reference(degraded: torch.Tensor, scale: int) -> torch.Tensor:
     return imresize(degraded, scale).clamp(0, 1)
 
 
-def _mean(rows: list[dict], key: str) -> float:
+def mean_of(rows: list[dict], key: str) -> float:
+    """Mean of ``row[key]`` over the rows that have a value for it (NaN when none do)."""
     values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.fmean(values) if values else float("nan")
 
@@ -124,7 +127,7 @@ def evaluate(model_name: str, dataset: str, *, degradation: str | None = None,
     rows = []
     for index in tqdm(range(len(data)), desc=f"eval {model_name}", disable=not progress, unit="img"):
         sample = data[index]
-        reference = _input_reference(sample.degraded, card.scale)
+        reference = input_reference(sample.degraded, card.scale)
         row = {"image": sample.name, "height": int(sample.target.shape[1]), "width": int(sample.target.shape[2])}
         # The input first: an image too small to measure is refused before the model runs on it.
         row.update({f"input_{k}": v for k, v in measure(reference, sample.target, metric_settings,
@@ -157,7 +160,7 @@ def evaluate(model_name: str, dataset: str, *, degradation: str | None = None,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "images": rows,
-        "mean": {key: _mean(rows, key) for key in ("input_psnr", "input_ssim", "psnr", "ssim", "seconds")},
+        "mean": {key: mean_of(rows, key) for key in ("input_psnr", "input_ssim", "psnr", "ssim", "seconds")},
     }
     if json_path is not None:
         write_json(json_path, result)

@@ -109,9 +109,9 @@ class ClassicalMethod:
 
 def _input(degraded: torch.Tensor, degradation, seed: int) -> torch.Tensor:
     """The degraded image at the target's size, exactly as ``zoo eval``'s input row measures it."""
-    from zoo.evaluate import _input_reference
+    from zoo.evaluate import input_reference
 
-    return _input_reference(degraded, int(getattr(degradation, "scale", 1) or 1))
+    return input_reference(degraded, int(getattr(degradation, "scale", 1) or 1))
 
 
 def _true_sigma(degradation, seed: int) -> float:

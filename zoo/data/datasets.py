@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.data.io import IMAGE_EXTENSIONS, read_image
-from zoo.data.resize import check_downscalable
+from zoo.data.resize import check_downscalable, mod_crop
 from zoo.errors import ZooError
 
 #: Benchmark sets that may only be used to measure results, never to train or calibrate.
@@ -103,15 +103,6 @@ class Sample:
     name: str
     degraded: torch.Tensor
     target: torch.Tensor
-
-
-def mod_crop(image: torch.Tensor, scale: int) -> torch.Tensor:
-    """Crop the bottom and right edges so height and width are multiples of ``scale``
-    (the benchmark convention for super-resolution targets). Works on (..., H, W)."""
-    if scale <= 1:
-        return image
-    height, width = image.shape[-2:]
-    return image[..., : height - height % scale, : width - width % scale]
 
 
 def image_files(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
