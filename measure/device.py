@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from measure.measured import SHA_PREFIX, artifact_label, input_text, results_root, runtime_label
+from measure.measured import (SHA_PREFIX, artifact_key, artifact_label, input_text, quantization_label, results_root,
+                              runtime_label)
 from zoo.errors import ZooError
 
 __all__ = ["PACKAGE", "ACTIVITY", "DEVICE_ROOT", "RunResult", "subprocess_runner", "Adb", "find_adb",
@@ -297,7 +298,9 @@ def import_results(path: str | Path, *, store: str | Path | None = None) -> list
 
 
 def summary_lines(doc: dict) -> list[str]:
-    """One line per record: kind, host, model, artifact, runtime, latency and accuracy."""
+    """One line per record: kind, host, model, artifact, runtime, latency, accuracy and, for a
+    quantized artifact, how it was quantized (the record's ``artifact.quantization``, as the report
+    labels it)."""
     lines = []
     for record in doc["records"]:
         host = record["host"]
@@ -311,6 +314,11 @@ def summary_lines(doc: dict) -> list[str]:
             line += f", {len(record['images'])} images"
         if record.get("accuracy"):
             line += f", PSNR {record['accuracy']['psnr']:.2f} dB on {record['accuracy']['dataset']}"
+        # This record's own provenance only: the report also looks at other records of the artifact.
+        provenance = (record.get("artifact") or {}).get("quantization")
+        label = quantization_label(record, {(record["model"], artifact_key(record)): provenance} if provenance else {})
+        if label != "—":
+            line += f"; quantized: {label}"
         lines.append(line)
     return lines
 

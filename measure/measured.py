@@ -281,7 +281,7 @@ def is_quantized(key: tuple) -> bool:
 def artifact_quantization(loaded: Sequence[Loaded]) -> dict[tuple[str, tuple], dict]:
     """``(model, artifact key) -> provenance record`` (:mod:`quantize.provenance`) of every artifact
     some record carries one for (``artifact.quantization``; the newest wins). An artifact missing
-    here was measured before provenance was recorded (or by an app that does not copy it)."""
+    here was measured before provenance was recorded (or by an app build that did not copy it)."""
     found: dict[tuple[str, tuple], dict] = {}
     for item in _newest_first(loaded):
         provenance = (item.record.get("artifact") or {}).get("quantization")

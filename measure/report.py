@@ -13,9 +13,11 @@ The report (``DIR/report.md``, ``DIR/report.html``) has, in order:
 - **Operator profiles**: the slowest operators of records that carry an ExecuTorch profile;
 - plots (HTML only, inline SVG): drop per artifact, latency per host and runtime, drop versus latency.
 
-The best-artifact, accuracy and latency tables end with a ``quantization`` column: how each int8
-artifact was made (:func:`quantize.provenance.provenance_label`; "unknown (measured before provenance
-was recorded)" when no record of it carries ``artifact.quantization``).
+The best-artifact, accuracy, latency and device tables end with a ``quantization`` column: how each
+int8 artifact was made (:func:`quantize.provenance.provenance_label`; "unknown (measured before
+provenance was recorded)" when no record of it carries ``artifact.quantization``). Phone rows take it
+like desktop rows: from any record of the same artifact, the phone's own included (the demo apps copy
+the manifest's ``quantization.provenance`` into their results).
 
 The HTML file has inline CSS and SVG and no external reference: it opens offline and can be mailed.
 Numbers are shown rounded (dB 2 decimals, SSIM 4, ms 2, MP/s 2, GMAC/s 1, share in % with 1).
@@ -261,7 +263,7 @@ def _scatter_section(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict
     return section
 
 
-def _device_section(loaded: Sequence[Loaded]) -> Section:
+def _device_section(loaded: Sequence[Loaded], provenances: dict) -> Section:
     desktop_hashes: dict[tuple[str, str], set[str]] = defaultdict(set)
     for item in loaded:
         if item.record["kind"] != "device":
@@ -285,15 +287,16 @@ def _device_section(loaded: Sequence[Loaded]) -> Section:
                      fmt(latency.get("median"), DIGITS["ms"]), fmt(latency.get("p90"), DIGITS["ms"]), str(len(images)),
                      fmt(sum(timed) / len(timed) if timed else None, DIGITS["ms"]),
                      f"{same}/{len(compared)}" if compared else "—", (record.get("created") or "")[:10] or "—",
-                     item.source.name])
+                     item.source.name, quantization_label(record, provenances)])
     return _table_section(
         Section("devices", "Device runs"),
         Table("device-table", ["device", "OS", "SoC", "model", "artifact", "sha256", "runtime", "input", "per",
-                               "median ms", "p90 ms", "images", "mean image ms", "identical outputs", "date", "file"],
+                               "median ms", "p90 ms", "images", "mean image ms", "identical outputs", "date", "file",
+                               "quantization"],
               rows),
         "Runs of the demo apps' benchmark mode. `identical outputs` = images whose 8-bit output hash equals a "
         "desktop run of the same artifact (a different CPU or delegate may round differently, so fewer is not by "
-        "itself an error).",
+        "itself an error). " + _QUANTIZATION_TEXT,
         "No device run yet (`zoo device android ARTIFACT`, or `zoo device import FILE` for a file from an iPhone "
         "or another device).")
 
@@ -337,7 +340,7 @@ def build_report(loaded: Sequence[Loaded], *, max_drop: float = DEFAULT_MAX_DROP
     scatter = _scatter_section(loaded, timed, accuracy)
     if scatter:
         sections.append(scatter)
-    sections += [_device_section(loaded), _operator_section(loaded, top_ops)]
+    sections += [_device_section(loaded, provenances), _operator_section(loaded, top_ops)]
     sources = sorted({item.source for item in loaded})
     return Report(title, sections, sources)
 

@@ -8,7 +8,8 @@ Every quantized model carries the same record, made here by :func:`make_provenan
   :func:`quantize.qat.quantize_qat` put it in the graph's settings, hence in the sidecar
   (``"provenance"``);
 * ``zoo export`` copies it to ``manifest.json`` (``quantization.provenance``);
-* ``zoo check`` / ``zoo bench`` copy it into the results records (``artifact.quantization``);
+* ``zoo check`` / ``zoo bench`` copy it into the results records (``artifact.quantization``), and so do
+  the demo apps' benchmarks (android_demo/core Benchmark.kt, ios_demo/ZooCore Benchmark.swift);
 * ``zoo report --update-cards`` writes it into the cards' measured rows (``quantization:``), and
   ``zoo info`` / ``zoo report`` show :func:`provenance_label`.
 

@@ -12,7 +12,9 @@ then runs it with ``java`` and checks its outputs here:
    export_mobile/schemas/results.schema.json (jsonschema) and its statistics equal numpy's:
    median = numpy.percentile(times, 50), p90 = numpy.percentile(times, 90, method="linear"),
    min, mean; each image's output_sha256 equals measure.results.output_sha256 of
-   zoo.tiling.tiled_forward with the same fake model;
+   zoo.tiling.tiled_forward with the same fake model; its artifact.quantization is the manifest's
+   quantization.provenance (absent when the manifest has none), and `zoo device import` + the
+   report label the phone's rows with it;
 4. int8/uint8 quantize/dequantize equal the desktop runner's numpy formulas, NHWC <-> NCHW;
 5. Tiler with fake models (identity, invert, 3x3 box filter, nearest and box-then-nearest
    upscaling x2, x3, x4) equals zoo.tiling.tiled_forward (arrays passed as raw float32 files),
@@ -271,8 +273,12 @@ def test_kotlin_reads_golden_manifests(core, tmp_path):
                 assert mine == {key: theirs[key] for key in mine}, (name, kind)
         assert got["tiling"] == {key: doc["tiling"][key] for key in got["tiling"]}
         assert got["dynamic_shapes"] is doc["dynamic_shapes"]
+        # The provenance record is kept whole (every key, the same values); absent/null: none.
+        assert got["provenance"] == (doc["quantization"] or {}).get("provenance"), name
         assert got["verify"] is None  # no artifact beside the golden files
     assert parsed["executorch-xnnpack-int8.json"]["android_runtime"] == "executorch"
+    assert parsed["executorch-xnnpack-int8.json"]["provenance"]["method"] == "ptq"
+    assert parsed["tflite-int8-nhwc.json"]["provenance"] is None  # written before the record existed
     assert parsed["tflite-int8-nhwc.json"]["android_runtime"] == "litert"
     assert parsed["coreml-fp16.json"]["android_runtime"].startswith("unsupported: target coreml")
     assert "does not run in the Android demo" in parsed["onnx-fp32-sr-x4.json"]["android_runtime"]
@@ -314,6 +320,13 @@ BROKEN = [
      'field artifact.sha256: "XYZ" is not 64 lowercase hex digits'),
     ("executorch-xnnpack-int8.json", ("artifact", "file"), "../model.pte", "is not a plain file name"),
     ("executorch-xnnpack-int8.json", ("model",), _DELETE, "field model is missing"),
+    ("executorch-xnnpack-int8.json", ("quantization", "provenance", "method"), "gptq",
+     'field quantization.provenance.method: "gptq" is not one of ptq, qat, target'),
+    ("executorch-xnnpack-int8.json", ("quantization", "provenance", "steps"), _DELETE,
+     "field quantization.provenance.steps is missing"),
+    ("executorch-xnnpack-int8.json", ("quantization", "provenance", "calibration", "images"), 0,
+     "field quantization.provenance.calibration.images: 0 is less than the minimum of 1"),
+    ("executorch-xnnpack-int8.json", ("quantization",), "ptq", 'field quantization: "ptq" is not an object'),
     ("tflite-int8-nhwc.json", ("inputs", 0, "quantization"), None,
      'field inputs[0].quantization: null, but int8 tensors need {"scale", "zero_point"}'),
     ("tflite-int8-nhwc.json", ("outputs", 0, "quantization", "zero_point"), 300,
@@ -381,7 +394,13 @@ def _invert(batch: torch.Tensor) -> torch.Tensor:
     return 1.0 - batch
 
 
-def _bench_folder(root: Path, name: str, *, corrupt: bool = False) -> Path:
+#: ``_bench_folder(provenance=...)`` default: the golden manifest's own record.
+_GOLDEN_PROVENANCE = object()
+
+
+def _bench_folder(root: Path, name: str, *, corrupt: bool = False, provenance=_GOLDEN_PROVENANCE) -> Path:
+    """A benchmark folder for the golden int8 manifest at tile 32; ``provenance`` replaces the
+    manifest's ``quantization.provenance`` (a record, or None for null)."""
     from zoo.data.io import write_image
 
     folder = root / name
@@ -389,6 +408,8 @@ def _bench_folder(root: Path, name: str, *, corrupt: bool = False) -> Path:
     artifact = bytes(range(256)) * 40
     (folder / "fake.pte").write_bytes(artifact + (b"!" if corrupt else b""))
     doc = _golden("executorch-xnnpack-int8.json")
+    if provenance is not _GOLDEN_PROVENANCE:
+        doc["quantization"]["provenance"] = provenance
     doc["artifact"].update(file="fake.pte", bytes=len(artifact), sha256=hashlib.sha256(artifact).hexdigest())
     doc["tiling"].update(tile=[32, 32], overlap=8, margin=4, size_multiple=8)
     doc["inputs"][0]["shape"] = [1, 3, 32, 32]
@@ -421,7 +442,8 @@ def test_kotlin_benchmark_writes_valid_results_with_numpy_statistics(core, tmp_p
     (record,) = doc["records"]
     assert record["kind"] == "device" and record["model"] == "hinet-lite" and record["task"] == "denoise"
     assert record["artifact"] == {"file": "fake.pte", "sha256": hashlib.sha256(bytes(range(256)) * 40).hexdigest(),
-                                  "target": "executorch-xnnpack", "precision": "int8", "bytes": 10240}
+                                  "target": "executorch-xnnpack", "precision": "int8", "bytes": 10240,
+                                  "quantization": _golden("executorch-xnnpack-int8.json")["quantization"]["provenance"]}
     assert record["input"] == {"height": 32, "width": 32, "batch": 1, "tile": 32, "overlap": 8}
 
     times = np.asarray(json.loads((folder / "times_ms.json").read_text()), dtype=np.float64)
@@ -441,6 +463,43 @@ def test_kotlin_benchmark_writes_valid_results_with_numpy_statistics(core, tmp_p
         assert entry["output_sha256"] == output_sha256(expected)
         assert (entry["height"], entry["width"]) == tuple(loaded.shape[1:])
         assert entry["tiles"] == plan_tiles(*loaded.shape[1:], tile=32, overlap=8, size_multiple=8).num_tiles
+
+
+QAT_PROVENANCE = {"method": "qat", "recipe": "xnnpack", "mixed": "first-last",
+                  "calibration": {"data": "urban100+bundled", "batches": 8, "degradation": "gaussian:15-50"},
+                  "steps": 300, "options": {"ranges": "ptq", "learnable_scales": True, "distill_from_float": 1.0,
+                                            "lr": 2e-05},
+                  "source": "config qat_x, run runs/qat_x", "note": "hand-made for tests/test_android_core.py"}
+
+
+def test_kotlin_benchmark_copies_the_manifest_provenance_into_the_report(core, tmp_path):
+    """The phone's results carry the manifest's provenance record unchanged (QAT here), `zoo device
+    import` keeps it, and the report's phone rows say how the artifact was quantized; a manifest
+    without the record gives a record without the field, whose rows read unknown."""
+    from measure import device as dv
+    from measure import measured as ms
+    from measure import report as rp
+    from quantize.provenance import UNKNOWN, provenance_label
+
+    labels = {}
+    for name, provenance in (("qat", QAT_PROVENANCE), ("none", None)):
+        folder = _bench_folder(tmp_path, name, provenance=provenance)
+        assert "bench: ok" in core.run("bench", folder, 3, 1, "results.json", "identity").stdout
+        (record,) = json.loads((folder / "results.json").read_text(encoding="utf-8"))["records"]
+        if provenance is None:
+            assert "quantization" not in record["artifact"]  # absent: not recorded
+        else:
+            assert record["artifact"]["quantization"] == provenance  # every key, the same values
+        (stored,) = dv.import_results(folder / "results.json", store=tmp_path / f"store-{name}")
+        assert json.loads(stored.read_text(encoding="utf-8"))["records"][0]["artifact"] == record["artifact"]
+        loaded, _ = ms.load_results([stored])
+        tables = {table.id: table for section in rp.build_report(loaded).sections for table in section.tables}
+        labels[name] = {table_id: [row[tables[table_id].columns.index("quantization")] for row in tables[table_id].rows]
+                        for table_id in ("latency-table", "device-table", "summary")}
+    expected = provenance_label(QAT_PROVENANCE)
+    assert expected.startswith("QAT xnnpack, first-last float, LSQ scales, 300 steps, distilled from float")
+    assert labels["qat"] == {table_id: [expected] for table_id in labels["qat"]}
+    assert labels["none"] == {table_id: [UNKNOWN] for table_id in labels["none"]}
 
 
 def test_kotlin_benchmark_reports_errors_in_error_txt(core, tmp_path):

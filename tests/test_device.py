@@ -234,6 +234,37 @@ def test_import_stores_the_file_once(tmp_path, capsys):
     assert sorted(p.name for p in store.iterdir())[1] == stored.stem + "_20261201T100000Z.json"
 
 
+def test_import_keeps_the_phone_provenance_and_the_report_shows_it(tmp_path, capsys):
+    """A phone's results file carrying the manifest's provenance record (``artifact.quantization``,
+    as the demo apps copy it) keeps it through `zoo device import`, and the import summary and the
+    report's phone rows (best artifact, latency, device runs) say how the artifact was quantized; the
+    same file from an app that did not copy it reads unknown."""
+    from measure import measured as ms
+    from measure import report as rp
+    from quantize.provenance import UNKNOWN, provenance_label
+
+    source = GOLDEN / "android-executorch-xnnpack-int8.json"
+    doc = json.loads(source.read_text())
+    provenance = doc["records"][0]["artifact"]["quantization"]
+    assert provenance == json.loads(MANIFEST.read_text())["quantization"]["provenance"]  # what the app copies
+    known = provenance_label(provenance)
+    assert known == "PTQ xnnpack, all int8; ranges from 32 crops of urban100 (gaussian:25)"
+    del doc["records"][0]["artifact"]["quantization"]
+    older_app = tmp_path / "older-app.json"
+    older_app.write_text(json.dumps(doc))
+    for path, label in ((source, known), (older_app, UNKNOWN)):
+        store = tmp_path / f"store-{path.stem}"
+        assert dv.main(["import", str(path), "--store", str(store)]) == 0
+        (stored,) = store.iterdir()
+        assert stored.read_bytes() == path.read_bytes()  # stored as the phone wrote it
+        assert f"; quantized: {label}" in capsys.readouterr().out
+        loaded, _ = ms.load_results([store])
+        tables = {table.id: table for section in rp.build_report(loaded).sections for table in section.tables}
+        for table_id in ("summary", "latency-table", "device-table"):
+            (row,) = tables[table_id].rows
+            assert row[tables[table_id].columns.index("quantization")] == label, table_id
+
+
 def test_import_default_store_follows_zoo_results(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_RESULTS", str(tmp_path / "res"))
     (stored,) = dv.import_results(GOLDEN / "android-executorch-xnnpack-int8.json")

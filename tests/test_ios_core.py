@@ -413,6 +413,29 @@ def test_results_writer_constants_and_device_record():
     assert {"coreml", "executorch"} == set(re.findall(r'case \w+ = "(coreml|executorch)"', manifest))
 
 
+def test_swift_copies_the_manifest_provenance_into_the_results():
+    """deviceRecord writes the manifest's quantization.provenance as artifact.quantization, and the
+    provenance checks (QuantizationProvenance) list the schema's methods and required keys; the
+    Android core does the same (tests/test_android_core.py runs it)."""
+    results_schema = _schema("results.schema.json")
+    provenance = results_schema["$defs"]["provenance"]
+    assert provenance == _schema("manifest.schema.json")["$defs"]["provenance"]
+    manifest = (SOURCES / "Manifest.swift").read_text(encoding="utf-8")
+    body = manifest[manifest.index("public enum QuantizationProvenance {"):]
+    listed = {name: re.findall(r'"([^"]+)"', re.search(rf"static let {name} = \[([^\]]*)\]", body).group(1))
+              for name in ("methods", "requiredKeys")}
+    assert listed["methods"] == provenance["properties"]["method"]["enum"]
+    assert listed["requiredKeys"] == provenance["required"]
+    benchmark = (SOURCES / "Benchmark.swift").read_text(encoding="utf-8")
+    start = benchmark.index("public static func deviceRecord(")
+    assert "quantization: manifest.quantization?.provenance" in benchmark[start:benchmark.index("\n    }\n", start)]
+    declared = {item["name"]: item for item in _all_declarations()}
+    assert declared["ResultArtifact"]["coding_keys"]["quantization"] == "quantization"
+    assert declared["ManifestQuantization"]["coding_keys"]["provenance"] == "provenance"
+    results = (SOURCES / "Results.swift").read_text(encoding="utf-8")
+    assert 'QuantizationProvenance.problems(provenance, at: "\\(at).artifact.quantization")' in results
+
+
 def test_swift_tests_read_repository_files_that_exist():
     for path in TESTS.glob("*.swift"):
         for relative in re.findall(r'"(tests/data/[^"\\]+)"', path.read_text(encoding="utf-8")):

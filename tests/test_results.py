@@ -24,6 +24,7 @@ INVALID = {
     "no-records": ("records", "[]"),
     "share-above-one": ("records[0].operators[0].share", "1.5"),
     "host-kind-watch": ("records[0].host.kind", "watch"),
+    "provenance-method": ("records[0].artifact.quantization.method", "gptq"),
 }
 
 

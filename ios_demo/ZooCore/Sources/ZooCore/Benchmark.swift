@@ -241,8 +241,9 @@ public struct ResultsWriter: Sendable {
         ResultsDocument(producer: producer, created: resultsTimestamp(created), records: records)
     }
 
-    /// The record of one benchmark: kind "device", what ran (model, artifact sha256, runtime),
-    /// where (host), on what (one tile per forward pass) and what was measured.
+    /// The record of one benchmark: kind "device", what ran (model, artifact sha256 and, when the
+    /// manifest records it, how the int8 model was made; runtime), where (host), on what (one tile
+    /// per forward pass) and what was measured.
     public static func deviceRecord(
         manifest: Manifest, measurement: BenchmarkMeasurement, runtime: ResultRuntime, host: ResultHost,
         notes: [String] = [], created: Date = Date()
@@ -257,7 +258,8 @@ public struct ResultsWriter: Sendable {
             scale: manifest.model.scale,
             artifact: ResultArtifact(
                 file: manifest.artifact.file, sha256: manifest.artifact.sha256, target: manifest.target,
-                precision: ArtifactPrecision(manifest.precision), bytes: manifest.artifact.bytes),
+                precision: ArtifactPrecision(manifest.precision), bytes: manifest.artifact.bytes,
+                quantization: manifest.quantization?.provenance),
             runtime: runtime,
             host: host,
             input: ResultInput(height: measurement.tile, width: measurement.tile, batch: 1,

@@ -130,10 +130,14 @@ public struct ManifestBackend: Codable, Equatable, Sendable {
 public struct ManifestQuantization: Codable, Equatable, Sendable {
     public var method: QuantizationMethod
     public var recipe: String?
+    /// How the int8 model was made (`$defs/provenance`), kept whole: the benchmark copies it into
+    /// the results' `artifact.quantization`. nil when not recorded (manifests of an older zoo).
+    public var provenance: [String: JSONValue]?
 
     enum CodingKeys: String, CodingKey {
         case method = "method"
         case recipe = "recipe"
+        case provenance = "provenance"
     }
 }
 
@@ -449,6 +453,11 @@ extension Manifest {
         let tile = tiling.tile[0]
         try check(inputs[0], field: "inputs[0]", side: tile, fail: fail)
         try check(outputs[0], field: "outputs[0]", side: tile * tiling.scale, fail: fail)
+        // The record goes into the results file unchanged: refuse a broken one before a long run.
+        if let provenance = quantization?.provenance,
+           let problem = QuantizationProvenance.problems(provenance, at: "quantization.provenance").first {
+            throw fail(problem)
+        }
     }
 
     private func check(_ tensor: TensorSpec, field: String, side: Int, fail: (String, String) -> ZooError) throws {
@@ -526,6 +535,65 @@ extension Manifest {
                            fix: "copy the export folder again")
         }
         return digest
+    }
+}
+
+// MARK: - Quantization provenance (manifest quantization.provenance = results artifact.quantization)
+
+/// The provenance record of an int8 model (quantize/provenance.py, docs/quantization.md#provenance;
+/// `$defs/provenance`, the same in both schemas): method ptq / qat / target, recipe, mixed,
+/// calibration, steps, options, source and an optional note. The app keeps it as the JSON object it
+/// read (`[String: JSONValue]`, every key) and only checks the fields the schema defines; keys it
+/// does not know are copied as they are (`zoo device import` validates the whole results file).
+/// The Android core does the same (QuantizationProvenance in Manifest.kt).
+public enum QuantizationProvenance {
+    /// `$defs/provenance/properties/method`.
+    public static let methods = ["ptq", "qat", "target"]
+    /// `$defs/provenance/required`.
+    public static let requiredKeys = ["method", "recipe", "mixed", "calibration", "steps", "options", "source"]
+
+    /// Every problem of `record` as `"path.key: message"` (empty when it is fine); `path` names the
+    /// record, e.g. `quantization.provenance` or `records[0].artifact.quantization`.
+    public static func problems(_ record: [String: JSONValue], at path: String) -> [String] {
+        var problems: [String] = []
+        for key in requiredKeys where record[key] == nil {
+            problems.append("\(path).\(key) is missing")
+        }
+        if let method = record["method"], !methods.contains(method.stringCase ?? "") {
+            problems.append("\(path).method: \(method.messageText) is not one of \(methods.joined(separator: ", "))")
+        }
+        for key in ["recipe", "mixed", "source"] {
+            if let value = record[key], !value.isNull, value.stringCase == nil {
+                problems.append("\(path).\(key): \(value.messageText) is not a string or null")
+            }
+        }
+        if let note = record["note"], note.stringCase == nil {
+            problems.append("\(path).note: \(note.messageText) is not a string")
+        }
+        if let options = record["options"], options.objectCase == nil {
+            problems.append("\(path).options: \(options.messageText) is not an object")
+        }
+        if let steps = record["steps"], !steps.isNull, (steps.intCase ?? -1) < 0 {
+            problems.append("\(path).steps: \(steps.messageText) is not an integer >= 0 or null")
+        }
+        if let calibration = record["calibration"], !calibration.isNull {
+            if let entries = calibration.objectCase {
+                if (entries["data"]?.stringCase ?? "").isEmpty {
+                    problems.append("\(path).calibration.data: must be a non-empty string")
+                }
+                for key in ["images", "batches"] {
+                    if let count = entries[key], !count.isNull, (count.intCase ?? 0) < 1 {
+                        problems.append("\(path).calibration.\(key): \(count.messageText) is not an integer >= 1 or null")
+                    }
+                }
+                if let degradation = entries["degradation"], !degradation.isNull, degradation.stringCase == nil {
+                    problems.append("\(path).calibration.degradation: \(degradation.messageText) is not a string or null")
+                }
+            } else {
+                problems.append("\(path).calibration: \(calibration.messageText) is not an object or null")
+            }
+        }
+        return problems
     }
 }
 

@@ -105,13 +105,18 @@ public struct ResultArtifact: Codable, Equatable, Sendable {
     public var target: String?
     public var precision: ArtifactPrecision?
     public var bytes: Int?
+    /// How the int8 model was made: the manifest's `quantization.provenance`, copied whole
+    /// (QuantizationProvenance); nil (left out of the file) when the manifest does not say.
+    public var quantization: [String: JSONValue]?
 
-    public init(file: String?, sha256: String, target: String?, precision: ArtifactPrecision?, bytes: Int?) {
+    public init(file: String?, sha256: String, target: String?, precision: ArtifactPrecision?, bytes: Int?,
+                quantization: [String: JSONValue]? = nil) {
         self.file = file
         self.sha256 = sha256
         self.target = target
         self.precision = precision
         self.bytes = bytes
+        self.quantization = quantization
     }
 
     enum CodingKeys: String, CodingKey {
@@ -120,6 +125,7 @@ public struct ResultArtifact: Codable, Equatable, Sendable {
         case target = "target"
         case precision = "precision"
         case bytes = "bytes"
+        case quantization = "quantization"
     }
 }
 
@@ -407,6 +413,9 @@ extension ResultsDocument {
                 check(isLowercaseHex64(artifact.sha256), "\(at).artifact.sha256", "'\(artifact.sha256)' is not a sha256")
                 nonEmpty(artifact.target, "\(at).artifact.target")
                 atLeast(artifact.bytes, 0, "\(at).artifact.bytes")
+                if let provenance = artifact.quantization {
+                    errors += QuantizationProvenance.problems(provenance, at: "\(at).artifact.quantization")
+                }
             }
             check(!record.runtime.name.isEmpty, "\(at).runtime.name", "'' is too short")
             atLeast(record.runtime.threads, 1, "\(at).runtime.threads")

@@ -64,6 +64,39 @@ public enum JSONValue: Codable, Equatable, Sendable {
         }
     }
 
+    /// The text when the value is a JSON string (nothing converted), else nil.
+    public var stringCase: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+
+    /// The integer when the value is a JSON integer, else nil.
+    public var intCase: Int? {
+        if case .int(let value) = self { return value }
+        return nil
+    }
+
+    /// The members when the value is a JSON object, else nil.
+    public var objectCase: [String: JSONValue]? {
+        if case .object(let value) = self { return value }
+        return nil
+    }
+
+    public var isNull: Bool { self == .null }
+
+    /// The value as the Python side's messages show it: 'text', 3, 2.5, true, null, an array, an object.
+    public var messageText: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .int(let value): return String(value)
+        case .double(let value): return String(value)
+        case .string(let value): return "'\(value)'"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+
     /// The value as text when it is a string (or a number / bool written as text), else nil.
     public var stringValue: String? {
         switch self {

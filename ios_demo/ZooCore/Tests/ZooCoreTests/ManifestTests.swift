@@ -141,6 +141,50 @@ final class ManifestTests: XCTestCase {
         }
     }
 
+    // MARK: - Quantization provenance (copied into the results; the Android core's test does the same)
+
+    func testProvenanceIsKeptWhole() throws {
+        let provenance = try XCTUnwrap(try load("executorch-xnnpack-int8.json").quantization?.provenance)
+        XCTAssertEqual(provenance["method"], .string("ptq"))
+        XCTAssertEqual(provenance["mixed"], .string("none"))
+        XCTAssertEqual(provenance["steps"], .null)
+        XCTAssertEqual(provenance["options"], .object([:]))
+        XCTAssertEqual(provenance["calibration"]?.objectCase?["images"], .int(32))
+        XCTAssertEqual(Set(provenance.keys), Set(QuantizationProvenance.requiredKeys))
+        XCTAssertTrue(QuantizationProvenance.problems(provenance, at: "p").isEmpty)
+        // Written before the record existed: none, and the manifest is still valid.
+        XCTAssertNil(try load("tflite-int8-nhwc.json").quantization?.provenance)
+        // A key the app does not know (a later zoo) is kept, not refused.
+        var object = try goldenObject("executorch-xnnpack-int8.json")
+        var quantization = object["quantization"] as! [String: Any]
+        var record = quantization["provenance"] as! [String: Any]
+        record["later_key"] = [1, 2]
+        quantization["provenance"] = record
+        object["quantization"] = quantization
+        XCTAssertEqual(try decode(object).quantization?.provenance?["later_key"], .array([.int(1), .int(2)]))
+    }
+
+    func testBrokenProvenanceIsRefusedNamingTheField() throws {
+        let cases: [(key: String, value: Any?, words: String)] = [
+            ("method", "gptq", "quantization.provenance.method: 'gptq' is not one of ptq, qat, target"),
+            ("steps", nil, "quantization.provenance.steps is missing"),
+            ("steps", -1, "quantization.provenance.steps: -1 is not an integer >= 0 or null"),
+            ("options", NSNull(), "quantization.provenance.options: null is not an object"),
+            ("calibration", ["images": 3], "quantization.provenance.calibration.data: must be a non-empty string"),
+        ]
+        for (key, value, words) in cases {
+            var object = try goldenObject("executorch-xnnpack-int8.json")
+            var quantization = object["quantization"] as! [String: Any]
+            var record = quantization["provenance"] as! [String: Any]
+            record[key] = value  // nil removes the key
+            quantization["provenance"] = record
+            object["quantization"] = quantization
+            XCTAssertThrowsError(try decode(object), key) { error in
+                XCTAssertTrue("\(error)".contains(words), "\(error)")
+            }
+        }
+    }
+
     func testComputeUnitsAnyCase() {
         XCTAssertEqual(ComputeUnitsOption(manifestValue: "cpu_and_ne"), .cpuAndNeuralEngine)
         XCTAssertEqual(ComputeUnitsOption(manifestValue: "CPU_ONLY"), .cpuOnly)

@@ -2,8 +2,9 @@ import XCTest
 @testable import ZooCore
 
 final class ResultsTests: XCTestCase {
-    private func sampleRecord() throws -> ResultRecord {
-        let manifest = try Manifest.decode(RepoFiles.data("tests/data/manifests/coreml-fp16.json"))
+    /// A device record for a golden manifest of tests/data/manifests (default: the Core ML fp16 one).
+    private func sampleRecord(manifest name: String = "coreml-fp16.json") throws -> ResultRecord {
+        let manifest = try Manifest.decode(RepoFiles.data("tests/data/manifests/" + name))
         let measurement = BenchmarkMeasurement(
             tile: 256, overlap: 32, scale: 1, configuration: BenchmarkConfiguration(runs: 4, warmup: 1),
             tileTimesMs: [6.4, 6.1, 7.1, 6.6],
@@ -36,6 +37,44 @@ final class ResultsTests: XCTestCase {
         XCTAssertEqual(record.throughput?.megapixelsPerS ?? 0, 65536 / 1e6 / 0.0065, accuracy: 1e-9)
         XCTAssertEqual(record.complete, true)
         XCTAssertEqual(record.created, "2026-11-18T11:06:40.000Z")
+    }
+
+    /// The manifest's quantization.provenance goes into artifact.quantization unchanged, every key
+    /// (tests/test_android_core.py checks the Android core the same way); a manifest without one
+    /// gives a record without the key (absent: not recorded).
+    func testDeviceRecordCopiesTheManifestProvenance() throws {
+        let name = "executorch-xnnpack-int8.json"
+        let manifest = try Manifest.decode(RepoFiles.data("tests/data/manifests/executorch-xnnpack-int8.json"))
+        let record = try sampleRecord(manifest: name)
+        XCTAssertNotNil(manifest.quantization?.provenance)
+        XCTAssertEqual(record.artifact?.quantization, manifest.quantization?.provenance)
+        XCTAssertEqual(record.artifact?.quantization?["method"], .string("ptq"))
+
+        let writer = ResultsWriter()
+        let data = try writer.encode(writer.document(records: [record]))
+        let written = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let artifact = (written["records"] as! [[String: Any]])[0]["artifact"] as! [String: Any]
+        let golden = try JSONSerialization.jsonObject(
+            with: RepoFiles.data("tests/data/manifests/executorch-xnnpack-int8.json")) as! [String: Any]
+        let expected = (golden["quantization"] as! [String: Any])["provenance"] as! NSDictionary
+        XCTAssertEqual(artifact["quantization"] as? NSDictionary, expected)
+        XCTAssertEqual(try ResultsWriter.decode(data).records[0].artifact?.quantization, record.artifact?.quantization)
+
+        let float = try sampleRecord()  // Core ML fp16: no quantization
+        XCTAssertNil(float.artifact?.quantization)
+        let floatData = try writer.encode(writer.document(records: [float]))
+        let floatWritten = try JSONSerialization.jsonObject(with: floatData) as! [String: Any]
+        let floatArtifact = (floatWritten["records"] as! [[String: Any]])[0]["artifact"] as! [String: Any]
+        XCTAssertNil(floatArtifact["quantization"], "left out when the manifest does not say")
+    }
+
+    /// The golden Android results file carries the provenance the app copied from its manifest.
+    func testGoldenAndroidResultsCarryTheProvenance() throws {
+        let data = try RepoFiles.data("tests/data/results/android-executorch-xnnpack-int8.json")
+        let document = try ResultsWriter.decode(data, source: "android-executorch-xnnpack-int8.json")
+        let manifest = try Manifest.decode(RepoFiles.data("tests/data/manifests/executorch-xnnpack-int8.json"))
+        XCTAssertEqual(document.records[0].artifact?.quantization, manifest.quantization?.provenance)
+        XCTAssertEqual(document.schemaErrors(), [])
     }
 
     /// Write, read back, compare; the file follows the schema's key names.
@@ -96,6 +135,11 @@ final class ResultsTests: XCTestCase {
         XCTAssertThrowsError(try ResultsWriter().encode(ResultsWriter().document(records: [record]))) { error in
             XCTAssertTrue("\(error)".contains("records[0].latency_ms.p90"), "\(error)")
         }
+        record = try sampleRecord(manifest: "executorch-xnnpack-int8.json")
+        record.artifact?.quantization?["method"] = .string("gptq")
+        XCTAssertThrowsError(try ResultsWriter().encode(ResultsWriter().document(records: [record]))) { error in
+            XCTAssertTrue("\(error)".contains("records[0].artifact.quantization.method: 'gptq' is not one of"), "\(error)")
+        }
         record = try sampleRecord()
         record.images?[0].outputSha256 = "ABC"
         XCTAssertThrowsError(try ResultsWriter().encode(ResultsWriter().document(records: [record]))) { error in
@@ -120,7 +164,8 @@ final class ResultsTests: XCTestCase {
             throw XCTSkip("\(folder) is not in this checkout")
         }
         for name in ["host-kind-watch.json", "missing-host.json", "negative-median.json", "no-records.json",
-                     "bad-output-sha256.json", "unknown-kind.json", "newer-format-version.json"] {
+                     "bad-output-sha256.json", "unknown-kind.json", "newer-format-version.json",
+                     "provenance-method.json"] {
             let file = RepoFiles.url("\(folder)/\(name)")
             guard FileManager.default.fileExists(atPath: file.path) else { continue }
             let data = try Data(contentsOf: file)

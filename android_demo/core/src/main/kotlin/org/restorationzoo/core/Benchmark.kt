@@ -199,7 +199,10 @@ object ResultsWriter {
     /** UTC now as the schema's timestamp, e.g. 2026-11-21T15:02:11Z. */
     fun utcNow(): String = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString()
 
-    /** One record of kind "device" for [manifest] run by [runtime] on [host]. */
+    /**
+     * One record of kind "device" for [manifest] run by [runtime] on [host]; `artifact.quantization`
+     * is the manifest's `quantization.provenance` when it has one.
+     */
     fun deviceRecord(
         manifest: Manifest,
         runtime: RuntimeInfo,
@@ -212,18 +215,21 @@ object ResultsWriter {
     ): Map<String, Any?> {
         val tile = manifest.tiling.tile
         val megapixelsPerS = if (latency.median > 0.0) (tile.toDouble() * tile / 1e6) / (latency.median / 1000.0) else null
+        val artifact = linkedMapOf<String, Any?>(
+            "file" to manifest.artifact.file,
+            "sha256" to manifest.artifact.sha256,
+            "target" to manifest.target,
+            "precision" to manifest.precision,
+            "bytes" to manifest.artifact.bytes,
+        )
+        // How the int8 model was made, as the manifest says (absent = not recorded, as zoo check writes it).
+        manifest.provenance?.let { artifact["quantization"] = it.toJson() }
         val record = linkedMapOf<String, Any?>(
             "kind" to "device",
             "model" to manifest.model.name,
             "task" to manifest.model.task,
             "scale" to manifest.model.scale,
-            "artifact" to linkedMapOf(
-                "file" to manifest.artifact.file,
-                "sha256" to manifest.artifact.sha256,
-                "target" to manifest.target,
-                "precision" to manifest.precision,
-                "bytes" to manifest.artifact.bytes,
-            ),
+            "artifact" to artifact,
             "runtime" to runtime.toJson(),
             "host" to host.toJson(),
             "input" to linkedMapOf(

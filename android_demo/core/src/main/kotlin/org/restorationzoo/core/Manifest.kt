@@ -81,6 +81,56 @@ data class BackendInfo(
     val options: Map<String, Any?>,
 )
 
+/**
+ * `quantization.provenance` of a manifest: how the int8 model was made (PTQ, QAT or the export
+ * target's own quantizer, recipe, layers kept in float, calibration, QAT steps and options; the
+ * record of quantize/provenance.py, docs/quantization.md#provenance, schema `$defs/provenance`).
+ *
+ * The app does not interpret it: [record] is the object as read (every key, in file order, numbers
+ * as [Json] reads them) and goes unchanged into the results' `artifact.quantization`, so a phone's
+ * row in `zoo report` says how its artifact was quantized. [parse] checks the fields the schema
+ * defines, naming the first bad one; keys it does not know are copied as they are (the Python side
+ * validates the results file against the schema on import).
+ */
+data class QuantizationProvenance(
+    /** ptq, qat or target. */
+    val method: String,
+    val record: Map<String, Any?>,
+) {
+    /** The JSON object written as `artifact.quantization` of a results record. */
+    fun toJson(): Map<String, Any?> = record
+
+    companion object {
+        /** `$defs/provenance/properties/method` of both schemas. */
+        val METHODS = listOf("ptq", "qat", "target")
+        /** `$defs/provenance/required` of both schemas. */
+        val REQUIRED = listOf("method", "recipe", "mixed", "calibration", "steps", "options", "source")
+
+        /** The record in [field] (`quantization.provenance`); null when it is null (not recorded). */
+        internal fun parse(field: Field): QuantizationProvenance? {
+            if (field.value == null) return null
+            val record = field.map()
+            for (key in REQUIRED) field[key] // each required key is present ("field ... is missing")
+            val method = field["method"].oneOf(METHODS)
+            field["recipe"].stringOrNull()
+            field["mixed"].stringOrNull()
+            field["source"].stringOrNull()
+            field["options"].map()
+            field["steps"].intOrNull()?.let { if (it < 0) field["steps"].fail("$it is less than the minimum of 0") }
+            field.optional("note")?.string()
+            val calibration = field["calibration"]
+            if (calibration.value != null) {
+                calibration["data"].nonEmptyString()
+                for (count in listOf("images", "batches")) {
+                    calibration.optional(count)?.let { if (it.value != null) it.positiveInt() }
+                }
+                calibration.optional("degradation")?.stringOrNull()
+            }
+            return QuantizationProvenance(method, record)
+        }
+    }
+}
+
 /** Which Android runtime runs an artifact. */
 enum class RuntimeKind(val runtimeName: String) {
     EXECUTORCH("executorch"),
@@ -121,6 +171,8 @@ class Manifest(
     val backend: BackendInfo,
     /** fp32, fp16, int8. */
     val precision: String,
+    /** How the int8 model was made (`quantization.provenance`); null when the manifest does not say. */
+    val provenance: QuantizationProvenance?,
     val inputs: List<TensorSpec>,
     val outputs: List<TensorSpec>,
     val tiling: TilingSpec,
@@ -236,6 +288,10 @@ class Manifest(
                 options = backendField.optional("options")?.map() ?: emptyMap(),
             )
             val precision = root["precision"].oneOf(PRECISIONS)
+            // null for float artifacts; manifests written before the provenance record have none.
+            val quantizationField = root.optional("quantization")?.takeIf { it.value != null }
+            quantizationField?.map() // must be an object when present
+            val provenance = quantizationField?.optional("provenance")?.let { QuantizationProvenance.parse(it) }
 
             val tilingField = root["tiling"]
             val tileField = tilingField["tile"]
@@ -281,6 +337,7 @@ class Manifest(
                 target = target,
                 backend = backend,
                 precision = precision,
+                provenance = provenance,
                 inputs = inputs,
                 outputs = outputs,
                 tiling = tiling,

@@ -112,6 +112,57 @@ fun fakeModel(name: String, tile: Int): TileModel {
 
 // ------------------------------------------------------------------------------------ selftest
 
+/** A QAT provenance record as quantize/provenance.py writes it, plus a key a later zoo might add. */
+private const val QAT_PROVENANCE = """{"method": "qat", "recipe": "xnnpack", "mixed": "first-last",
+    "calibration": {"data": "urban100+bundled", "images": null, "batches": 8, "degradation": "gaussian:15-50"},
+    "steps": 2000, "options": {"ranges": "ptq", "learnable_scales": true, "distill_from_float": 1.0, "lr": 2.0E-5},
+    "source": "config qat_x, run runs/qat_x", "note": "hand-made", "later_key": [1, 2]}"""
+
+/** [QuantizationProvenance.parse] of [QAT_PROVENANCE] after [edit], as `quantization.provenance` of test.json. */
+private fun parseProvenance(edit: (MutableMap<String, Any?>) -> Unit = {}): QuantizationProvenance? {
+    val record = LinkedHashMap(obj(Json.parse(QAT_PROVENANCE)))
+    edit(record)
+    return QuantizationProvenance.parse(Field(record, "quantization.provenance", "test.json"))
+}
+
+private fun provenanceChecks() {
+    val provenance = parseProvenance()
+    check("provenance method", provenance?.method == "qat") { "$provenance" }
+    check("provenance kept whole", provenance?.toJson() == Json.parse(QAT_PROVENANCE)) { "$provenance" }
+    check("provenance key order", provenance?.toJson()?.keys?.toList() == listOf(
+        "method", "recipe", "mixed", "calibration", "steps", "options", "source", "note", "later_key",
+    )) { "${provenance?.toJson()?.keys}" }
+    check("provenance written back", Json.parse(Json.write(provenance!!.toJson())) == Json.parse(QAT_PROVENANCE))
+    check("provenance null", QuantizationProvenance.parse(Field(null, "quantization.provenance", "test.json")) == null)
+    val ptq = parseProvenance { it["method"] = "ptq"; it["steps"] = null; it["calibration"] = null }
+    check("provenance ptq", ptq?.method == "ptq") { "$ptq" }
+    val prefix = "test.json is invalid: field quantization.provenance"
+    expectThrows<ManifestException>("provenance method", "$prefix.method: \"gptq\" is not one of ptq, qat, target") {
+        parseProvenance { it["method"] = "gptq" }
+    }
+    expectThrows<ManifestException>("provenance required", "$prefix.steps is missing") {
+        parseProvenance { it.remove("steps") }
+    }
+    expectThrows<ManifestException>("provenance steps", "$prefix.steps: -1 is less than the minimum of 0") {
+        parseProvenance { it["steps"] = -1L }
+    }
+    expectThrows<ManifestException>("provenance options", "$prefix.options: null is not an object") {
+        parseProvenance { it["options"] = null }
+    }
+    expectThrows<ManifestException>("provenance recipe", "$prefix.recipe: 3 is not a string") {
+        parseProvenance { it["recipe"] = 3L }
+    }
+    expectThrows<ManifestException>("provenance calibration data", "$prefix.calibration.data is missing") {
+        parseProvenance { it["calibration"] = mapOf("images" to 3L) }
+    }
+    expectThrows<ManifestException>("provenance count", "$prefix.calibration.images: 0 is less than the minimum of 1") {
+        parseProvenance { it["calibration"] = mapOf("data" to "urban100", "images" to 0L) }
+    }
+    expectThrows<ManifestException>("provenance not an object", "$prefix: \"PTQ\" is not an object") {
+        QuantizationProvenance.parse(Field("PTQ", "quantization.provenance", "test.json"))
+    }
+}
+
 private fun selftest() {
     // JSON
     val text = """{"a": [1, -2.5, 3e2, true, false, null], "b": "x\"y\\z\n\u00e9\ud83d\ude00", "c": {}, "d": [], "e": 12345678901234}"""
@@ -197,6 +248,8 @@ private fun selftest() {
     check("cpuinfo clusters", CpuInfo.describe(cpuinfo) == "1x Cortex-X3 + 4x Cortex-A715 + 4x Cortex-A510") { "${CpuInfo.describe(cpuinfo)}" }
     check("cpuinfo x86", CpuInfo.describe("processor : 0\nmodel name\t: Intel Xeon\n") == "Intel Xeon")
 
+    provenanceChecks()
+
     println("selftest: $passed passed, $failed failed")
 }
 
@@ -281,7 +334,7 @@ private fun manifests(dir: File, output: File) {
                     "tile" to listOf(m.tiling.tile, m.tiling.tile), "overlap" to m.tiling.overlap, "margin" to m.tiling.margin,
                     "size_multiple" to m.tiling.sizeMultiple, "scale" to m.tiling.scale, "pad_mode" to m.tiling.padMode.jsonName,
                 ),
-                "dynamic_shapes" to m.dynamicShapes, "verify" to verify,
+                "dynamic_shapes" to m.dynamicShapes, "provenance" to m.provenance?.toJson(), "verify" to verify,
             )
         } catch (err: ManifestException) {
             linkedMapOf("error" to err.message)
