@@ -37,6 +37,7 @@ from export_mobile.manifest import (
     tensor_spec,
     tool_versions,
     utc_now,
+    weights_record,
     write_manifest,
 )
 from export_mobile.targets import PRECISIONS, get_target, int8_recipe_of, supports_dynamic
@@ -266,16 +267,6 @@ def compare_outputs(output: np.ndarray, reference: np.ndarray) -> dict:
 # --------------------------------------------------------------------------------------------
 # Model, quantization
 # --------------------------------------------------------------------------------------------
-
-
-def _weights_info(card, weights, model) -> dict:
-    if weights is not None:
-        path = Path(weights)
-        return {"source": "file", "file": path.name, "sha256": sha256_of(path)[0]}
-    if getattr(model, "zoo_untrained", False):
-        return {"source": "untrained", "file": None, "sha256": None}
-    path = card.weights_path
-    return {"source": "shipped", "file": path.name, "sha256": sha256_of(path)[0]}
 
 
 def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized, calibration,
@@ -531,7 +522,7 @@ def _manifest(card, model, weights, target_name, target_object, precision, resul
         "format_version": FORMAT_VERSION,
         "model": {"name": card.name, "family": card.family, "variant": card.variant, "task": card.task,
                   "scale": int(card.scale), "summary": card.summary, "paper": card.paper, "notes": list(card.notes),
-                  "weights": _weights_info(card, weights, model)},
+                  "weights": weights_record(card, weights, untrained=getattr(model, "zoo_untrained", False))},
         "artifact": {"file": artifact.name, "format": _FORMATS.get(suffix, suffix.lstrip(".")), "bytes": int(size),
                      "sha256": digest, "sha256_method": method},
         "target": target_name,

@@ -34,7 +34,7 @@ FP16_MAX = 65504.0
 
 __all__ = ["MANIFEST_NAME", "FORMAT", "FORMAT_VERSION", "SCHEMA_PATH", "load_schema", "validate_manifest",
            "manifest_errors", "tiling_errors",
-           "write_manifest", "read_manifest", "sha256_of", "tool_versions", "tensor_spec", "utc_now"]
+           "write_manifest", "read_manifest", "sha256_of", "weights_record", "tool_versions", "tensor_spec", "utc_now"]
 
 
 @lru_cache(maxsize=1)
@@ -144,6 +144,23 @@ def sha256_of(path: str | Path) -> tuple[str, str, int]:
             total += file.stat().st_size
         return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest(), "tree", total
     raise ZooError(f"artifact {path} does not exist", "re-export it with `zoo export`")
+
+
+def weights_record(card, weights: str | Path | None, *, untrained: bool) -> dict:
+    """Which float weights a model was built from: the manifest's ``model.weights`` (and the
+    ``float_weights`` of a quantized model's sidecar, so ``zoo check`` can rebuild the float model).
+
+    ``{"source": "file", "file": name, "sha256": hex}`` for ``weights`` (a checkpoint path),
+    ``{"source": "untrained", ...None}`` for random weights (``untrained``), else the card's
+    shipped file (``"source": "shipped"``).
+    """
+    if weights is not None:
+        path = Path(weights)
+        return {"source": "file", "file": path.name, "sha256": sha256_of(path)[0]}
+    if untrained:
+        return {"source": "untrained", "file": None, "sha256": None}
+    path = card.weights_path
+    return {"source": "shipped", "file": path.name, "sha256": sha256_of(path)[0]}
 
 
 def tool_versions(packages=TOOL_PACKAGES) -> dict[str, str | None]:

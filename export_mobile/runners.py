@@ -20,7 +20,7 @@ import torch
 from export_mobile.manifest import manifest_path_for, read_manifest, sha256_of
 from zoo.errors import ZooError
 
-__all__ = ["LoadedArtifact", "verify_artifact", "load_artifact", "run_artifact"]
+__all__ = ["LoadedArtifact", "torch_runner", "verify_artifact", "load_artifact", "run_artifact"]
 
 
 def verify_artifact(location: str | Path) -> tuple[dict, Path]:
@@ -81,6 +81,16 @@ class LoadedArtifact:
                                  overlap=int(tiling["overlap"]), size_multiple=int(tiling["size_multiple"]),
                                  scale=int(tiling["scale"]), margin=int(tiling["margin"]), progress=progress)
         return restored.clamp_(0.0, 1.0)
+
+
+def torch_runner(module: torch.nn.Module):
+    """A runner with the artifact runners' interface (float32 NCHW numpy in and out) around a
+    PyTorch ``module`` (the float model ``zoo check`` compares with, a quantized PT2E graph)."""
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch)).to(torch.float32).numpy()
+
+    return run
 
 
 def load_artifact(location: str | Path) -> LoadedArtifact:

@@ -1,5 +1,11 @@
 """``zoo check``: accuracy of an exported artifact over an evaluation set, run as an app runs it.
 
+A quantized PT2E model (``FILE.pt2`` of ``zoo quantize`` or a QAT run, with its sidecar) is checked
+the same way (:mod:`measure.pt2e`): its graph runs in PyTorch with the tiling an app would use
+(tile = the graph's input size, the card's overlap), which simulates the recipe's int8 numerics
+(the only Core ML measurement on Linux); the record says so in ``runtime`` and ``artifact.target``
+(``pt2e-<recipe>``).
+
 For each image of the set (degraded by ``--degradation``, seed 0 as ``zoo eval``): the artifact
 restores it tile by tile with the manifest's plan (``export_mobile.runners.LoadedArtifact.restore``),
 the output is quantized to 8 bits and measured against the ground truth with the task's metric
@@ -24,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from measure import results as rs
@@ -40,42 +45,57 @@ def default_json_path(artifact_file: str, dataset_name: str, spec: str) -> Path:
     return Path("results") / f"check_{Path(artifact_file).stem}_{dataset_name}_{clean}.json"
 
 
-def _float_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """A runner with the artifact runners' interface (float32 NCHW numpy in and out) around ``model``."""
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch)).to(torch.float32).numpy()
+def _made(manifest: dict) -> str:
+    """How the checked file was made, for messages: ``quantized`` (a .pt2) or ``exported``."""
+    return "quantized" if manifest["artifact"].get("format") == "pt2" else "exported"
 
-    return run
+
+def _require_float_weights(manifest: dict, weights: str | None) -> dict:
+    """The recorded float weights (``model.weights``) of an artifact or .pt2 description; a
+    :class:`ZooError` when the float model cannot be rebuilt from them and ``weights`` is not given
+    (untrained, another file, not recorded). Cheap: called before anything is loaded."""
+    recorded = manifest["model"].get("weights") or {}
+    source = recorded.get("source")
+    name, made = manifest["artifact"]["file"], _made(manifest)
+    if weights:
+        return recorded
+    if source == "untrained":
+        raise ZooError(f"{name} was {made} with untrained (random) weights: the float model "
+                       "cannot be rebuilt", "pass --reference BASELINE.json, or --weights with the same weights")
+    if source == "file":
+        raise ZooError(f"{name} was {made} from the weights file {recorded.get('path') or recorded.get('file')}",
+                       "pass --weights PATH to that file (or --reference BASELINE.json)")
+    if source == "unknown":
+        raise ZooError(f"{name} does not record which float weights it was {made} from ({recorded.get('how')})",
+                       "pass --weights PATH to them (or --reference BASELINE.json)")
+    return recorded
 
 
 def _float_reference(loaded, card, weights: str | None):
     """(LoadedArtifact-like float model with the artifact's tiling, reference description).
 
-    The weights are the manifest's: the shipped file (its sha256 must match), ``weights`` for an
-    artifact exported from a file, and no float reference for an untrained export."""
+    The weights are those the artifact was made from (the manifest's ``model.weights``; for a .pt2
+    :func:`measure.pt2e.recorded_float_weights`): the shipped file (its sha256 must match when
+    recorded), ``weights`` for an artifact made from a file, and no float reference for untrained
+    or unrecorded weights unless ``weights`` is given."""
     from export_mobile.manifest import sha256_of
-    from export_mobile.runners import LoadedArtifact
+    from export_mobile.runners import LoadedArtifact, torch_runner
     from zoo.registry import create_model
 
-    recorded = loaded.manifest["model"].get("weights") or {}
-    source = recorded.get("source")
-    if source == "untrained" and not weights:
-        raise ZooError(f"{loaded.artifact.name} was exported with untrained (random) weights: the float model "
-                       "cannot be rebuilt", "pass --reference BASELINE.json, or --weights with the same weights")
-    if source == "file" and not weights:
-        raise ZooError(f"{loaded.artifact.name} was exported from the weights file {recorded.get('file')}",
-                       "pass --weights PATH to that file (or --reference BASELINE.json)")
+    recorded = _require_float_weights(loaded.manifest, weights)
+    name = loaded.artifact.name
+    made = _made(loaded.manifest)
+    remake = "quantize it again" if made == "quantized" else "re-export the artifact"
     model, _card = create_model(card.name, weights, offers_untrained=False)  # zoo check has no --untrained
     used = Path(weights) if weights else card.weights_path
     if recorded.get("sha256") and used is not None and used.is_file() and sha256_of(used)[0] != recorded["sha256"]:
-        raise ZooError(f"the weights {used.name} differ from those {loaded.artifact.name} was exported with "
+        raise ZooError(f"the weights {used.name} differ from those {name} was {made} with "
                        f"(sha256 {recorded['sha256'][:12]}...)",
-                       "pass --weights with the exported weights, or re-export the artifact")
+                       f"pass --weights with the weights it was {made} from, or {remake}")
     if hasattr(model, "progress"):
         model.progress = False
     float_loaded = LoadedArtifact(artifact=loaded.artifact, manifest=loaded.manifest,
-                                  runner=_float_runner(model.to(torch.float32).eval()))
+                                  runner=torch_runner(model.to(torch.float32).eval()))
     tiling = loaded.manifest["tiling"]
     description = {"source": "float PyTorch model run by zoo check with the artifact's tiling", "model": card.name,
                    "runtime": {"name": "pytorch", "version": torch.__version__, "device": "cpu", "precision": "fp32"},
@@ -165,21 +185,25 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
               data_root: str | Path | None = None, limit: int | None = None, reference: str | Path | None = None,
               weights: str | None = None, json_path: str | Path | None = None, restart: bool = False,
               worst: int = 5, progress: bool = True, on_image: Callable[[int, dict], None] | None = None) -> dict:
-    """Check ``artifact`` (export folder, artifact or manifest.json) on ``dataset`` (a set name,
-    ``bundled`` or a folder) with ``degradation`` (default: the model's task default); returns the
-    results document it wrote to ``json_path`` (default :func:`default_json_path`).
+    """Check ``artifact`` (export folder, artifact or manifest.json, or a quantized model ``.pt2``
+    with its sidecar, run in PyTorch: :mod:`measure.pt2e`) on ``dataset`` (a set name, ``bundled``
+    or a folder) with ``degradation`` (default: the model's task default); returns the results
+    document it wrote to ``json_path`` (default :func:`default_json_path`).
 
     PSNR in dB, SSIM in [0, 1], latency in ms per image (the artifact's tiled restore, after one
     warm-up tile). ``reference``: a ``zoo baseline`` results file instead of running the float
-    model here; ``weights``: the float model's weights when the manifest names a file.
+    model here; ``weights``: the float model's weights when the manifest (sidecar) names a file or
+    none.
     ``on_image(index, image_entry)`` is called after each image's results are saved (tests use it
-    to interrupt). Errors (:class:`ZooError`): an artifact that cannot run here, a degradation of
+    to interrupt). Errors (:class:`ZooError`): an artifact that cannot run here, a .pt2 that is
+    not a quantized zoo model (no sidecar, an unknown model, no quantize operators), a degradation of
     another task or scale than the artifact's model, an unknown dataset, a baseline that does not
     cover the images, an existing results file of another check (use ``restart``).
     """
     from tqdm import tqdm
 
     from export_mobile.runners import load_artifact, verify_artifact
+    from measure import pt2e
     from zoo import __version__
     from zoo.data.datasets import open_dataset
     from zoo.data.io import quantize
@@ -189,7 +213,9 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     from zoo.registry import get_card
     from zoo.tiling import plan_tiles
 
-    manifest, _path = verify_artifact(artifact)  # cheap checks first: manifest, sha256
+    quantized_graph = pt2e.is_quantized_model_file(artifact)
+    # Cheap checks first: the manifest and sha256, or the .pt2's sidecar (the graph is loaded later).
+    manifest = pt2e.describe_quantized_model(artifact) if quantized_graph else verify_artifact(artifact)[0]
     card = get_card(manifest["model"]["name"])
     degrade = degradation_for(card, degradation)
     if int(manifest["tiling"]["scale"]) != card.scale:
@@ -198,12 +224,21 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
     data = open_dataset(dataset, degradation=degrade, data_root=data_root, limit=limit)
     settings = MetricSettings.for_task(card.task, card.scale)
     spec = degrade.spec
-    path = Path(json_path) if json_path else default_json_path(manifest["artifact"]["file"], data.name, spec)
+    name = pt2e.results_name(artifact) if quantized_graph else manifest["artifact"]["file"]
+    path = Path(json_path) if json_path else default_json_path(name, data.name, spec)
     ensure_writable(path, "results file", fix="pass another --json path")  # before loading and measuring
-    loaded = load_artifact(artifact)
+    if reference is None:
+        _require_float_weights(manifest, weights)
+    loaded = pt2e.load_quantized_model(artifact, manifest) if quantized_graph else load_artifact(artifact)
     tiling = manifest["tiling"]
     tile, overlap = int(tiling["tile"][0]), int(tiling["overlap"])
     notes = []
+    if quantized_graph:
+        runtime = pt2e.simulation_runtime(manifest)
+        notes.append(f"ran: {runtime['name']} on this CPU (the converted graph's quantize/dequantize operators in "
+                     "PyTorch, not a device runtime, whose kernels may round differently); latency is the simulation's")
+    else:
+        runtime = rs.artifact_runtime(manifest)
     if reference is not None:
         baseline_psnr, reference_info = _baseline_reference(reference, card.name, data.name, spec, settings, data.names)
         float_loaded = None
@@ -218,7 +253,9 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
         float_loaded, reference_info = _float_reference(loaded, card, weights)
         baseline_psnr = {}
         notes.append(f"reference: float {card.name} run here with the artifact's tiling (tile {tile}, overlap {overlap})")
-    base = rs.new_record("check", card.name, rs.artifact_runtime(manifest), task=rs.schema_task(card.task),
+        if quantized_graph and not weights:
+            notes.append(f"float weights: {reference_info['weights']}, from {manifest['model']['weights'].get('how')}")
+    base = rs.new_record("check", card.name, runtime, task=rs.schema_task(card.task),
                          scale=card.scale, artifact=rs.artifact_info(manifest), reference=reference_info,
                          input={"height": tile, "width": tile, "batch": 1, "tile": tile, "overlap": overlap},
                          notes=notes)
@@ -317,9 +354,11 @@ def format_check(record: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zoo check", description="Accuracy of an exported artifact (tiled, as an app runs it) over an "
-        "evaluation set, against the ground truth and the float PyTorch model; resumable.")
-    parser.add_argument("artifact", metavar="ARTIFACT", help="export folder, artifact file or manifest.json")
+        prog="zoo check", description="Accuracy of an exported artifact (tiled, as an app runs it) or of a "
+        "quantized PT2E model (.pt2, its int8 numerics simulated in PyTorch) over an evaluation set, against "
+        "the ground truth and the float PyTorch model; resumable.")
+    parser.add_argument("artifact", metavar="ARTIFACT", help="export folder, artifact file or manifest.json, or a "
+                        "quantized model .pt2 (zoo quantize, a QAT run) with its .json sidecar, run in PyTorch")
     parser.add_argument("--dataset", required=True, help="set5, set14, bsd68, urban100, bundled or a folder of images")
     parser.add_argument("--degradation", default=None, help="e.g. gaussian:25 (default: the model's task default)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
@@ -327,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder holding the benchmark sets (default: $ZOO_DATA_ROOT, ../shared/datasets)")
     parser.add_argument("--reference", default=None, help="a zoo baseline results file instead of running the float "
                         "model here (must cover the same dataset, degradation and images)")
-    parser.add_argument("--weights", default=None, help="float model weights when the artifact was exported from a file")
+    parser.add_argument("--weights", default=None, help="float model weights when the artifact (.pt2) was made "
+                        "from a file")
     parser.add_argument("--worst", type=int, default=5, help="how many worst images to list (default 5)")
     parser.add_argument("--json", default=None, help="results file (default results/check_<artifact>_<set>_<deg>.json)")
     parser.add_argument("--restart", action="store_true", help="discard the partial results in --json and start over")

@@ -32,8 +32,8 @@ from zoo.errors import ZooError
 
 __all__ = ["Loaded", "SHA_PREFIX", "results_root", "load_results", "artifact_key", "artifact_label", "input_text",
            "tiling_text", "accuracy_tiling", "runtime_label", "latency_key", "best_accuracy", "drop_db", "drop_tiling",
-           "baseline_latency", "is_quantized", "artifact_quantization", "quantization_label", "measured_rows",
-           "merge_rows", "card_rows", "update_cards", "model_measured", "format_measured", "fmt"]
+           "baseline_latency", "is_quantized", "is_simulation", "artifact_quantization", "quantization_label",
+           "measured_rows", "merge_rows", "card_rows", "update_cards", "model_measured", "format_measured", "fmt"]
 
 #: Characters of the artifact sha256 kept in labels, card rows and file names.
 SHA_PREFIX = 12
@@ -276,6 +276,14 @@ def is_quantized(key: tuple) -> bool:
     an exported file (sha256 known) whose precision is not a float one."""
     _target, precision, digest = key
     return digest is not None and precision not in FLOAT_PRECISIONS
+
+
+def is_simulation(record: dict) -> bool:
+    """Whether a record measured a quantized PT2E model (.pt2) run in PyTorch by ``zoo check``
+    (``artifact.target`` ``pt2e-<recipe>``): the recipe's int8 numerics, not a file an app runs."""
+    from measure.pt2e import TARGET_PREFIX
+
+    return str((record.get("artifact") or {}).get("target") or "").startswith(TARGET_PREFIX)
 
 
 def artifact_quantization(loaded: Sequence[Loaded]) -> dict[tuple[str, tuple], dict]:

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Sequence
 
 from measure.measured import (DIGITS, Loaded, artifact_key, artifact_label, artifact_quantization, baseline_latency,
-                              best_accuracy, drop_db, drop_tiling, fmt, input_text, latency_key, load_results,
-                              quantization_label, runtime_label, update_cards)
+                              best_accuracy, drop_db, drop_tiling, fmt, input_text, is_simulation, latency_key,
+                              load_results, quantization_label, runtime_label, update_cards)
 from measure.results import finite_or_none
 from zoo.errors import ZooError
 
@@ -144,7 +144,8 @@ def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, proven
              max_drop: float) -> Section:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in timed:
-        if record["kind"] != "baseline":
+        # A .pt2 run in PyTorch simulates a recipe's numerics: its latency is no app's, so it is no candidate.
+        if record["kind"] != "baseline" and not is_simulation(record):
             groups[latency_key(record)].append(record)
     rows = []
     for key in sorted(groups):
@@ -166,8 +167,9 @@ def _summary(loaded: Sequence[Loaded], timed: list[dict], accuracy: dict, proven
                      quantization_label(best, provenances)])
     text = (f"For each model, host and input size: the fastest artifact whose PSNR drop versus the float model "
             f"is at most {max_drop:g} dB (its accuracy measured anywhere, matched by sha256; of several "
-            "evaluations the one with the most images counts, `drop measured on` says which). "
-            + _QUANTIZATION_TEXT)
+            "evaluations the one with the most images counts, `drop measured on` says which). Quantized PT2E "
+            "models (.pt2, target `pt2e-<recipe>`) checked in PyTorch are not candidates: they simulate a recipe's "
+            "int8 numerics, and their latency is not an app's. " + _QUANTIZATION_TEXT)
     return _table_section(
         Section("best", "Best artifact per host"),
         Table("summary", ["model", "host", "input", "per", "best artifact", "sha256", "runtime", "median ms",

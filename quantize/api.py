@@ -110,6 +110,7 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     """
     import torch
 
+    from export_mobile.manifest import weights_record
     from quantize.calibration import build_calibration_set
     from quantize.provenance import provenance_label
     from quantize.ptq import layer_precision, load_quantized, quantization_info, quantize_ptq, save_quantized, sidecar_path
@@ -181,6 +182,8 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
         "task": card.task,
         "weights": ("untrained (random init): NOT a restoration" if getattr(model, "zoo_untrained", False)
                     else str(weights) if weights else str(card.weights_path)),
+        # The float model it was made from, as a manifest records it: zoo check rebuilds it as the reference.
+        "float_weights": weights_record(card, weights, untrained=getattr(model, "zoo_untrained", False)),
         "backend": recipe.NAME,
         "mixed_flag": mixed or "none",
         "calibration": calibration.describe(),

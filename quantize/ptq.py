@@ -273,11 +273,36 @@ def save_quantized(graph_module: torch.fx.GraphModule, path: str | Path, example
     return path
 
 
+def read_sidecar(path: str | Path) -> dict:
+    """The JSON sidecar of the ``.pt2`` file ``path`` (:func:`sidecar_path`), checked to be a zoo
+    quantized-model sidecar this zoo can read; the graph itself is not loaded (cheap).
+
+    Raises :class:`ZooError` when the sidecar is missing, not JSON, of another format or newer.
+    """
+    path = Path(path)
+    sidecar_file = sidecar_path(path)
+    try:
+        sidecar = json.loads(sidecar_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ZooError(f"{path.name} has no sidecar {sidecar_file.name}",
+                       "keep the .json written beside the .pt2 by zoo quantize (or the QAT run)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ZooError(f"sidecar {sidecar_file} is not valid JSON ({err})", "re-run zoo quantize") from None
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        raise ZooError(f"{sidecar_file} is not a zoo quantized-model sidecar, so {path.name} is not a quantized "
+                       "zoo model", "pass a .pt2 written by zoo quantize or a QAT run, with its .json")
+    if sidecar.get("format_version", 0) > SIDECAR_VERSION:
+        raise ZooError(f"{path.name} was written by a newer zoo (format {sidecar['format_version']})",
+                       "upgrade mobile-restoration-zoo")
+    return sidecar
+
+
 def load_quantized(path: str | Path) -> tuple[torch.fx.GraphModule, dict]:
     """Read a model written by :func:`save_quantized`: ``(graph_module, sidecar dict)``.
 
     The graph runs in PyTorch on NCHW batches of the saved height and width. Raises
-    :class:`ZooError` when the file or its sidecar is missing or not a zoo quantized model.
+    :class:`ZooError` when the file or its sidecar is missing, the sidecar is not a zoo
+    quantized-model sidecar (:func:`read_sidecar`) or the file is not a ``torch.export`` program.
     """
     import torchao.quantization.pt2e  # noqa: F401  (registers the quantize/dequantize operators)
 
@@ -289,20 +314,13 @@ def load_quantized(path: str | Path) -> tuple[torch.fx.GraphModule, dict]:
         path = candidates[0]
     if not path.is_file():
         raise ZooError(f"quantized model {path} does not exist", "check the path (zoo quantize -o DIR writes DIR/*.pt2)")
-    sidecar_file = sidecar_path(path)
+    sidecar = read_sidecar(path)
     try:
-        sidecar = json.loads(sidecar_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZooError(f"{path.name} has no sidecar {sidecar_file.name}",
-                       "keep the .json written beside the .pt2 by zoo quantize") from None
-    except json.JSONDecodeError as err:
-        raise ZooError(f"sidecar {sidecar_file} is not valid JSON ({err.msg})", "re-run zoo quantize") from None
-    if sidecar.get("format") != SIDECAR_FORMAT:
-        raise ZooError(f"{sidecar_file} is not a zoo quantized-model sidecar", "re-run zoo quantize")
-    if sidecar.get("format_version", 0) > SIDECAR_VERSION:
-        raise ZooError(f"{path.name} was written by a newer zoo (format {sidecar['format_version']})",
-                       "upgrade mobile-restoration-zoo")
-    program = torch.export.load(str(path))
+        program = torch.export.load(str(path))
+    except Exception as err:  # noqa: BLE001 - torch raises many types (zip, pickle, schema) for a bad file
+        detail = " ".join(str(err).split())[:120]  # one line: torch's messages span several
+        raise ZooError(f"{path.name} is not a torch.export program ({type(err).__name__}: {detail})",
+                       "pass the .pt2 written by zoo quantize or a QAT run (re-run it if the file is damaged)") from None
     graph_module = program.module()
     graph_module.meta[META_KEY] = {key: sidecar[key] for key in sidecar
                                    if key not in ("format", "format_version", "file", "versions", "saved_at")}
@@ -311,5 +329,6 @@ def load_quantized(path: str | Path) -> tuple[torch.fx.GraphModule, dict]:
 
 __all__ = [
     "META_KEY", "MixedPrecision", "export_for_quantization", "quantize_ptq", "quantization_op_counts",
-    "layer_precision", "quantization_info", "save_quantized", "load_quantized", "sidecar_path", "get_recipe",
+    "layer_precision", "quantization_info", "save_quantized", "load_quantized", "read_sidecar", "sidecar_path",
+    "get_recipe",
 ]
