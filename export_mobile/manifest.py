@@ -219,6 +219,10 @@ def read_manifest(location: str | Path) -> dict:
     ``model.task`` comes back as ``zoo.tasks`` spells it, also when the file uses an older alias.
     """
     path = manifest_path_for(location)
+    if not Path(location).exists() and not path.exists():
+        # Otherwise a mistyped export folder reads as "no manifest.json at <its parent>".
+        raise ZooError(f"{location} does not exist",
+                       "point at a folder written by `zoo export`, its artifact or its manifest.json")
     manifest = read_json_file(path, fix="re-export the artifact with `zoo export`", missing=(
         f"no {MANIFEST_NAME} at {path.parent}",
         "point at a folder written by `zoo export` (artifact and manifest.json side by side)"))

@@ -137,6 +137,10 @@ def test_an_invalid_manifest_is_not_written(tmp_path):
 def test_read_manifest_errors(tmp_path):
     with pytest.raises(ZooError, match="no manifest.json"):
         mf.read_manifest(tmp_path)
+    # A mistyped export folder is named itself, not as "no manifest.json at <its parent>".
+    with pytest.raises(ZooError, match=r"int8_typo does not exist") as missing:
+        mf.read_manifest(tmp_path / "int8_typo")
+    assert "no manifest.json" not in str(missing.value)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ZooError, match="not valid JSON"):
         mf.read_manifest(tmp_path)
