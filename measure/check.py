@@ -36,7 +36,7 @@ from measure import results as rs
 from zoo.tables import format_cell
 from zoo.errors import ZooError
 
-__all__ = ["run_check", "format_check", "default_json_path", "main"]
+__all__ = ["run_check", "format_check", "default_json_path", "quantized_input_range", "saturation_note", "main"]
 
 
 def default_json_path(artifact_file: str, dataset_name: str, spec: str) -> Path:
@@ -131,6 +131,42 @@ def _baseline_reference(path: str | Path, model: str, dataset: str, spec: str, s
     description = {"kind": "baseline", "model": record["model"], "runtime": record["runtime"], "host": record["host"],
                    "created": record.get("created"), "file": str(path)}
     return per_image, description
+
+
+#: Integer ranges of the quantized input dtypes a manifest can name.
+_INTEGER_INPUT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def quantized_input_range(manifest: dict) -> tuple[float, float] | None:
+    """``(lowest, highest)`` real value the artifact's integer input can hold, ``scale * (q -
+    zero_point)`` over the dtype's range, or None for a float input (or a .pt2, which has none).
+
+    An int8 input of a model whose first layer stays float is [0, 1] in 255 steps: exact for an
+    app's 8-bit bitmap, but the benchmark's unclipped noise (``gaussian:25``: about 6 % of CBSD68's
+    values) saturates there, while the float reference sees it unclipped.
+    """
+    inputs = manifest.get("inputs") or []
+    if not inputs:
+        return None
+    dtype = str(inputs[0].get("dtype", "")).lower()
+    quantization = inputs[0].get("quantization") or {}
+    if dtype not in _INTEGER_INPUT_RANGES or "scale" not in quantization:
+        return None
+    scale, zero_point = float(quantization["scale"]), int(quantization.get("zero_point", 0))
+    lowest, highest = _INTEGER_INPUT_RANGES[dtype]
+    return scale * (lowest - zero_point), scale * (highest - zero_point)
+
+
+def saturation_note(outside: int, total: int, value_range: tuple[float, float]) -> str | None:
+    """The note for ``outside`` of ``total`` degraded input values lying beyond the artifact's
+    integer input range (None when none do)."""
+    if not outside or not total:
+        return None
+    lowest, highest = value_range
+    return (f"{100.0 * outside / total:.2f}% of the degraded input values lie outside the artifact's integer input "
+            f"range [{lowest:.4g}, {highest:.4g}] and saturate there, while the float reference reads them "
+            "unclipped: the drop includes that clipping (an 8-bit app input never leaves the range); re-export "
+            "with --option io=float to measure the numerics alone")
 
 
 def _identity(record: dict) -> tuple:
@@ -272,6 +308,8 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
 
     input_psnr: dict[str, float] = {}
     images: list[dict] = []
+    input_range = quantized_input_range(manifest)
+    values_outside = values_total = 0
     warmed = False
     producer = f"zoo {__version__} check"
     bar = tqdm(range(len(data)), desc=f"check {loaded.artifact.name}", disable=not progress, unit="img",
@@ -282,6 +320,9 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
         # Before the artifact runs: an image too small to measure is refused first.
         input_psnr[sample.name] = measure(degraded_reference, sample.target, settings,
                                           name=f"image {sample.name}")["psnr"]
+        if input_range is not None:
+            values_outside += int(((sample.degraded < input_range[0]) | (sample.degraded > input_range[1])).sum())
+            values_total += sample.degraded.numel()
         if sample.name in done:
             images.append(done[sample.name])
             continue
@@ -318,6 +359,9 @@ def run_check(artifact: str | Path, dataset: str, degradation: str | None = None
                         total=len(data), worst=worst)
     if done:
         record["notes"].append(f"resumed: {len(done)} image(s) measured by an earlier run")
+    clipping = saturation_note(values_outside, values_total, input_range) if input_range is not None else None
+    if clipping:
+        record["notes"].append(clipping)
     document = rs.results_document([record], producer)
     rs.write_results(path, document)
     document["path"] = str(path)  # for the caller only: not written

@@ -157,3 +157,21 @@ def test_baseline_runs_with_torch_alone(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "measured on the CPU (--device cpu)" in done.stdout
     assert rs.read_results(tmp_path / "b.json")["records"][0]["kind"] == "baseline"
+
+
+def test_integer_input_range_and_its_saturation_note(checked):
+    # The int8 input a float-first tflite gets: [0, 1] in 255 steps (scale 1/255, zero point -128).
+    unit = {"inputs": [{"dtype": "int8", "quantization": {"scale": 1 / 255, "zero_point": -128}}]}
+    lowest, highest = check.quantized_input_range(unit)
+    assert lowest == pytest.approx(0.0) and highest == pytest.approx(1.0)
+    wide = {"inputs": [{"dtype": "uint8", "quantization": {"scale": 0.01, "zero_point": 50}}]}
+    assert check.quantized_input_range(wide) == pytest.approx((-0.5, 2.05))
+    assert check.quantized_input_range({"inputs": [{"dtype": "float32", "quantization": None}]}) is None
+    assert check.quantized_input_range({}) is None  # a .pt2's description has no inputs
+
+    note = check.saturation_note(6, 100, (0.0, 1.0))
+    assert note.startswith("6.00% of the degraded input values") and "io=float" in note
+    assert check.saturation_note(0, 100, (0.0, 1.0)) is None
+    # The float-I/O artifact of the shared check gets no such note, although its noise is unclipped.
+    record = rs.read_results(checked["path"])["records"][0]
+    assert not any("saturate" in note for note in record["notes"])
