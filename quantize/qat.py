@@ -88,6 +88,23 @@ def is_per_channel(fake_quant: torch.nn.Module) -> bool:
         torch.per_channel_symmetric, torch.per_channel_affine)
 
 
+def _range_observer(module: torch.nn.Module) -> torch.nn.Module:
+    """The observer holding a PTQ graph's range: the module itself (XNNPACK, TFLite: plain
+    observers) or the observer a fake quantizer wraps (Core ML's quantizer inserts
+    ``FakeQuantize`` modules for PTQ calibration too)."""
+    return getattr(module, "activation_post_process", module)
+
+
+def _observes_per_channel(observer: torch.nn.Module) -> bool:
+    """Whether an observer records ranges per channel (a weight's), by its quantization scheme."""
+    return getattr(observer, "qscheme", None) in (torch.per_channel_symmetric, torch.per_channel_affine,
+                                                  torch.per_channel_affine_float_qparams)
+
+
+def _is_unsigned(dtype: torch.dtype) -> bool:
+    return dtype in (torch.uint8, torch.quint8)
+
+
 def prepare_qat_graph(model: torch.nn.Module, example: torch.Tensor, recipe, mixed: MixedPrecision | None = None,
                       *, size_multiple: int | None = None) -> torch.fx.GraphModule:
     """``torch.export`` ``model`` in train mode and ``prepare_qat_pt2e`` it with ``recipe``'s QAT quantizer.
@@ -148,8 +165,13 @@ def set_activation_ranges_from_ptq(prepared: torch.fx.GraphModule, model: torch.
     with torch.no_grad():
         for name, fake_quant in fake_quantizers(prepared).items():
             observer = observers.get(name)
-            if observer is None or is_per_channel(fake_quant) or getattr(observer, "ch_axis", None) is not None:
-                continue  # per-channel (weights): keeps following the trained weights
+            if observer is None:
+                continue
+            observer = _range_observer(observer)
+            # Per-channel (weights): keeps following the trained weights. Judged by the scheme, not
+            # by a ch_axis attribute: Core ML's per-tensor FakeQuantize has ch_axis -1.
+            if is_per_channel(fake_quant) or _observes_per_channel(observer):
+                continue
             scale, zero_point = observer.calculate_qparams()
             inner = fake_quant.activation_post_process
             low = (inner.quant_min - zero_point.float()) * scale
@@ -174,7 +196,8 @@ def use_learnable_scales(prepared: torch.fx.GraphModule) -> int:
 
     The scales become parameters trained through the straight-through estimator (with LSQ's
     gradient scaling ``1 / sqrt(numel * quant_max)``); the observers stop (a learned scale is
-    no longer a min/max estimate). Zero points stay fixed (0 for the symmetric weights).
+    no longer a min/max estimate). Zero points stay fixed (0 for the symmetric weights, 128 for
+    uint8 symmetric activations).
     """
     from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
 
@@ -183,7 +206,14 @@ def use_learnable_scales(prepared: torch.fx.GraphModule) -> int:
         if isinstance(old, LearnableFakeQuantize):
             continue
         inner = old.activation_post_process
-        observer_kwargs = {"dtype": inner.dtype, "qscheme": inner.qscheme}
+        qscheme = inner.qscheme
+        if qscheme == torch.per_tensor_symmetric and _is_unsigned(inner.dtype):
+            # LearnableFakeQuantize zeroes the zero point of a symmetric scheme on every forward,
+            # right for int8 (0) but not for uint8 symmetric (Core ML's activations: 128), where
+            # it would clip every negative value and halve the range. Declared affine, the zero
+            # point stays at 128 (fixed below); the int8 graph's quantize ops are the same.
+            qscheme = torch.per_tensor_affine
+        observer_kwargs = {"dtype": inner.dtype, "qscheme": qscheme}
         if is_per_channel(old):
             observer_kwargs["ch_axis"] = old.ch_axis
         learnable = LearnableFakeQuantize(type(inner), quant_min=inner.quant_min, quant_max=inner.quant_max,

@@ -8,6 +8,7 @@ minutes on this CPU) and the LiteRT .tflite conversion are marked slow.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.metadata
 import importlib.util
@@ -224,6 +225,21 @@ def test_mixed_precision_keeps_first_and_last_conv_and_output_ops_in_float(mixed
         assert psnr_db(quantized(image), model(image)) > 30.0
 
 
+@pytest.mark.skipif(not HAVE_LITERT, reason="litert-torch is not installed")
+def test_tflite_recipe_honours_first_last_like_xnnpack(mixed_tiny, calibration):
+    # keep_float wraps LiteRT's quantizer as it wraps XNNPACK's: the same convs and output ops
+    # resolve to float, and the global residual add and clamp read no dequantized tensor.
+    model = tiny_model()
+    quantized = quantize_ptq(model, calibration.inputs[0], "tflite", calibration, mixed=MixedPrecision())
+    assert layer_precision(quantized) == {"head": "float", "body": "int8", "tail": "float"}
+    resolved = quantized.meta["zoo_quantization"]["mixed_precision"]["resolved"]
+    assert resolved == mixed_tiny[1].meta["zoo_quantization"]["mixed_precision"]["resolved"]
+    nodes = {n.name: n for n in quantized.graph.nodes}
+    for name in resolved["float_output_ops"]:
+        assert all("dequantize" not in str(arg.target) for arg in nodes[name].all_input_nodes)
+        assert all("quantize" not in str(user.target) for user in nodes[name].users)
+
+
 @needs_executorch
 def test_mixed_precision_by_module_name_and_unknown_name(calibration):
     model = tiny_model()
@@ -359,6 +375,64 @@ def test_qat_restores_the_eval_only_output_clamp(calibration):
     with torch.no_grad():
         out = quantized(bright)
     assert out.max().item() == 1.0 and out.min().item() >= 0.0
+
+
+def test_learnable_scales_keep_the_uint8_symmetric_zero_point():
+    """LSQ on Core ML's activations (uint8, symmetric: zero point 128) keeps 128; torchao's
+    LearnableFakeQuantize zeroes a symmetric zero point, which clips every negative value."""
+    pytest.importorskip("torchao")
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import MovingAverageMinMaxObserver
+
+    from quantize.qat import use_learnable_scales
+
+    holder = nn.Module()  # stands in for a prepared graph: fake quantizers are its children
+    holder.activation_post_process_0 = FakeQuantize(MovingAverageMinMaxObserver, dtype=torch.uint8,
+                                                    qscheme=torch.per_tensor_symmetric)
+    signed = torch.linspace(-1.0, 1.0, 101)
+    holder.activation_post_process_0(signed)
+    assert int(holder.activation_post_process_0.zero_point) == 128
+    assert use_learnable_scales(holder) == 1
+    learnable = holder.activation_post_process_0
+    out = learnable(signed)
+    assert int(learnable.calculate_qparams()[1]) == 128
+    assert out.min().item() < -0.9 and (out - signed).abs().max().item() < 1.0 / 127
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_COREML, reason="executorch or coremltools is not installed")
+def test_coreml_qat_graph_takes_ptq_ranges_and_learnable_scales(calibration):
+    """Core ML's quantizer inserts FakeQuantize modules for PTQ too: the range copy must read
+    the observer inside them (it once skipped all, so QAT started from moving-average ranges of
+    one batch, ~19 dB on HINet-Lite-S against 26.5 in float), and LSQ must keep zero point 128."""
+    from quantize.qat import fake_quantizers, is_per_channel, prepare_qat_graph, set_activation_ranges_from_ptq
+    from quantize.qat import use_learnable_scales
+    from quantize.recipes import require_recipe
+
+    recipe = require_recipe("coreml")
+    model = tiny_model()
+    batch = torch.cat(calibration.inputs[:2])
+    ptq = quantize_ptq(model, calibration.inputs[0], "coreml", calibration, mixed=None)
+    prepared = prepare_qat_graph(copy.deepcopy(model), batch, recipe, None)
+    activations = {name: q for name, q in fake_quantizers(prepared).items() if not is_per_channel(q)}
+    assert set_activation_ranges_from_ptq(prepared, model, calibration.inputs[0], recipe, None,
+                                          calibration) == len(activations) > 0
+    # The PTQ model's activation (scale, zero point) pairs, each quantizer's once.
+    expected = sorted(set(_activation_qparams(ptq)))
+    taken = sorted({(round(float(q.scale), 9), int(q.zero_point)) for q in activations.values()})
+    assert len(taken) == len(expected)
+    for (scale, zero_point), (want_scale, want_zero_point) in zip(taken, expected):
+        assert scale == pytest.approx(want_scale, rel=1e-5) and zero_point == want_zero_point
+    image = smooth_image().expand(2, -1, -1, -1)
+    for quantizer in fake_quantizers(prepared).values():
+        quantizer.observer_enabled.fill_(0)
+    with torch.no_grad():
+        reference = model(image)
+        assert psnr_db(prepared(image), reference) > 30.0
+        use_learnable_scales(prepared)
+        assert {int(q.calculate_qparams()[1]) for name, q in fake_quantizers(prepared).items()
+                if name in activations} == {zero_point for _, zero_point in expected}
+        assert psnr_db(prepared(image), reference) > 30.0
 
 
 # ----------------------------------------------------------------------------- save / load
