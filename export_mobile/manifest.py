@@ -17,6 +17,8 @@ from pathlib import Path
 
 from export_mobile.schema import load_schema_file, read_json_file, schema_errors, validate_document
 from zoo.errors import ZooError
+from zoo.hashing import file_sha256
+from zoo.registry import weights_record  # re-exported: manifests and quantize sidecars share it
 from zoo.tasks import canonical_task
 
 #: File name of the manifest inside an export folder.
@@ -119,12 +121,6 @@ def validate_manifest(manifest, *, source: str = "manifest", use_jsonschema: boo
 # --------------------------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_of(path: str | Path) -> tuple[str, str, int]:
@@ -136,31 +132,14 @@ def sha256_of(path: str | Path) -> tuple[str, str, int]:
     """
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path), "file", path.stat().st_size
+        return file_sha256(path), "file", path.stat().st_size
     if path.is_dir():
         lines, total = [], 0
         for file in sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix()):
-            lines.append(f"{file.relative_to(path).as_posix()}\t{_file_sha256(file)}\n")
+            lines.append(f"{file.relative_to(path).as_posix()}\t{file_sha256(file)}\n")
             total += file.stat().st_size
         return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest(), "tree", total
     raise ZooError(f"artifact {path} does not exist", "re-export it with `zoo export`")
-
-
-def weights_record(card, weights: str | Path | None, *, untrained: bool) -> dict:
-    """Which float weights a model was built from: the manifest's ``model.weights`` (and the
-    ``float_weights`` of a quantized model's sidecar, so ``zoo check`` can rebuild the float model).
-
-    ``{"source": "file", "file": name, "sha256": hex}`` for ``weights`` (a checkpoint path),
-    ``{"source": "untrained", ...None}`` for random weights (``untrained``), else the card's
-    shipped file (``"source": "shipped"``).
-    """
-    if weights is not None:
-        path = Path(weights)
-        return {"source": "file", "file": path.name, "sha256": sha256_of(path)[0]}
-    if untrained:
-        return {"source": "untrained", "file": None, "sha256": None}
-    path = card.weights_path
-    return {"source": "shipped", "file": path.name, "sha256": sha256_of(path)[0]}
 
 
 def tool_versions(packages=TOOL_PACKAGES) -> dict[str, str | None]:

@@ -110,12 +110,11 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     """
     import torch
 
-    from export_mobile.manifest import weights_record
     from quantize.calibration import build_calibration_set
     from quantize.provenance import provenance_label
     from quantize.ptq import layer_precision, load_quantized, quantization_info, quantize_ptq, save_quantized, sidecar_path
     from quantize.recipes import MixedPrecision, require_recipe
-    from zoo.registry import create_model
+    from zoo.registry import create_model, weights_record
 
     if method not in ("ptq", "qat"):
         raise ZooError(f"unknown quantization method {method!r}", "use --method ptq or --method qat")

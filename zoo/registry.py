@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from zoo.errors import ZooError
+from zoo.hashing import file_sha256
 from zoo.tasks import get_task
 
 #: Folder holding the weights that ship inside the package (safetensors).
@@ -284,3 +285,20 @@ def create_model(name: str, weights: str | Path | None = None, *, untrained: boo
             + (", or --untrained for a pipeline/timing check only" if offers_untrained else ""),
         )
     return model.eval(), card
+
+
+def weights_record(card, weights: str | os.PathLike | None, *, untrained: bool) -> dict:
+    """Which float weights a model was built from: the manifest's ``model.weights`` (and the
+    ``float_weights`` of a quantized model's sidecar, so ``zoo check`` can rebuild the float model).
+
+    ``{"source": "file", "file": name, "sha256": hex}`` for ``weights`` (a checkpoint path),
+    ``{"source": "untrained", ...None}`` for random weights (``untrained``), else the card's
+    shipped file (``"source": "shipped"``).
+    """
+    if weights is not None:
+        path = Path(weights)
+        return {"source": "file", "file": path.name, "sha256": file_sha256(path)}
+    if untrained:
+        return {"source": "untrained", "file": None, "sha256": None}
+    path = card.weights_path
+    return {"source": "shipped", "file": path.name, "sha256": file_sha256(path)}
