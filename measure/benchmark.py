@@ -134,12 +134,12 @@ _SELECTION_KEYS = ("datasets", "degradations", "references", "models")
 
 def _weights_digest(card) -> str | None:
     """First 12 hex digits of the sha256 of a card's weights file (None without weights)."""
-    import hashlib
+    from zoo.hashing import file_sha256
 
     path = card.weights_path
     if path is None or not path.is_file():
         return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 class _Store:
