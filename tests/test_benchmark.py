@@ -69,13 +69,16 @@ def test_benchmark_table_json_and_resume(photos, tmp_path, monkeypatch):
     assert all(row["images"] == 3 for row in rows.values())
     # The shipped denoiser beats the noisy input and the blind wavelet baseline by a wide margin.
     assert rows[("hinet-lite-s", "float")]["psnr"] > rows[("wavelet", "float")]["psnr"] > rows[("input", "float")]["psnr"]
-    # The input row is the degraded image with seed i for image i (8-bit, as a saved file).
+    # The input row is the degraded image with seed i for image i, scored as is (unclipped noise,
+    # as zoo eval's input row and docs/conventions.md); clipping it to 8 bits would score higher.
     from zoo.data.io import quantize
 
     noise = parse_degradation("gaussian:25")
-    expected = np.mean([psnr(quantize(noise(_clean(photos, f"p{i}.png"), i).clamp(0, 1), 8), _clean(photos, f"p{i}.png"))
-                        for i in range(3)])
+    noisy = [(noise(_clean(photos, f"p{i}.png"), i), _clean(photos, f"p{i}.png")) for i in range(3)]
+    expected = np.mean([psnr(degraded, clean) for degraded, clean in noisy])
+    clipped = np.mean([psnr(quantize(degraded.clamp(0, 1), 8), clean) for degraded, clean in noisy])
     assert rows[("input", "float")]["psnr"] == pytest.approx(expected, abs=1e-3)
+    assert clipped > expected + 0.1
     table = bm.format_benchmark(doc)
     assert "hinet-lite-s" in table and "told" in table
 
@@ -96,6 +99,18 @@ def test_benchmark_table_json_and_resume(photos, tmp_path, monkeypatch):
     out.write_text(json.dumps(saved))
     bm.run_benchmark("denoise", **kwargs)
     assert len(calls) == 1
+
+    # An input cell scored the old way (as an 8-bit image; no scored_as_8bit key) is measured again.
+    saved = json.loads(out.read_text())
+    input_cell = next(c for c in saved["cells"] if c["method"] == "input")
+    assert input_cell["scored_as_8bit"] is False
+    del input_cell["scored_as_8bit"]
+    for row in input_cell["images"]:
+        row["psnr"] = 99.0
+    out.write_text(json.dumps(saved))
+    remeasured = bm.run_benchmark("denoise", **kwargs)
+    assert {(r["method"], r["precision"]): r for r in remeasured["summary"]}[("input", "float")]["psnr"] == \
+        pytest.approx(expected, abs=1e-3)
 
     # Another protocol (limit, seed) needs its own file; the message names what differs.
     with pytest.raises(ZooError, match="other settings .*limit"):

@@ -95,6 +95,10 @@ class ClassicalMethod:
     #: Python package it needs (None: torch only).
     package: str | None
     run: Callable[[torch.Tensor, object, int], torch.Tensor]
+    #: Whether its output is scored as an 8-bit image (clamped to [0, 1] and rounded, as a
+    #: restoration is); False for "input", which is scored as is, exactly as ``zoo eval``'s input
+    #: row (unclipped Gaussian noise: 20.17 dB at sigma 25, docs/conventions.md).
+    scored_as_8bit: bool = True
 
     def check_available(self) -> None:
         """Raise :class:`ZooError` when the package this method needs is not installed."""
@@ -214,7 +218,8 @@ def wiener(degraded: torch.Tensor, degradation, seed: int, balance: float | None
 
 #: Every classical reference, by name.
 CLASSICAL_METHODS: dict[str, ClassicalMethod] = {method.name: method for method in (
-    ClassicalMethod("input", ("denoise", "deblur", "derain", "super-resolution"), "nothing", None, _input),
+    ClassicalMethod("input", ("denoise", "deblur", "derain", "super-resolution"), "nothing", None, _input,
+                    scored_as_8bit=False),
     ClassicalMethod("cbm3d", ("denoise",), "sigma", "bm3d", cbm3d),
     ClassicalMethod("nl-means", ("denoise",), "nothing", "skimage", nl_means),
     ClassicalMethod("wavelet", ("denoise",), "nothing", "skimage", wavelet),
