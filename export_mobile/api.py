@@ -7,9 +7,13 @@ leaves nothing half-written and an earlier export in the destination stays as it
 destination that holds another model's export, or files that are not part of an export, is
 refused.
 
+An int8 export takes its int8 model from ``--quantized``, else from the QAT int8 state the card
+ships for the target's recipe (``ModelCard.qat_weights``, when no ``--calibration`` or
+``--weights`` is given), else calibrates it here (PTQ on ``--calibration`` crops).
+
 All arguments are checked before the model is built (unknown target or precision, a tile that is
-not a multiple of the model's size multiple, int8 without calibration data or a quantized
-model, a per-image model that cannot be exported, ``--dynamic`` where the target does not
+not a multiple of the model's size multiple, int8 without calibration data, a quantized model or
+shipped QAT state, a per-image model that cannot be exported, ``--dynamic`` where the target does not
 support it); each failure is a :class:`ZooError` naming the problem and the fix.
 """
 
@@ -271,8 +275,9 @@ def compare_outputs(output: np.ndarray, reference: np.ndarray) -> dict:
 
 def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized, calibration,
                      calibration_images: int, data_root, mixed: str | None, cache: dict | None,
-                     cache_key) -> tuple[torch.nn.Module, dict]:
-    """The PT2E int8 model for ``recipe`` and its manifest ``quantization`` entry."""
+                     cache_key, shipped_qat: Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """The PT2E int8 model for ``recipe`` and its manifest ``quantization`` entry: from the
+    ``quantized`` .pt2, else rebuilt from the card's ``shipped_qat`` state, else calibrated (PTQ)."""
     if quantized is not None:
         from quantize.ptq import load_quantized
 
@@ -291,6 +296,21 @@ def _quantized_model(model, card, example, recipe: str, tile: int, *, quantized,
                 "numerics": sidecar.get("numerics"),
                 "calibration": sidecar.get("calibration"), "source": Path(quantized).name,
                 "provenance": recorded_provenance(sidecar)}
+        return graph_module, info
+    if shipped_qat is not None:
+        from quantize.ptq import quantization_info
+        from quantize.qat_state import rebuild_qat_model
+
+        # The card's own architecture, without the export rewrites: the QAT state names the fake
+        # quantizers of the graph the run traced. Every weight comes from the file.
+        with torch.random.fork_rng():
+            architecture = card.builder()
+        graph_module, sidecar = rebuild_qat_model(architecture, shipped_qat, model_name=card.name, recipe=recipe,
+                                                  tile=tile)
+        recorded = quantization_info(graph_module)
+        info = {"method": "qat", "recipe": recipe, "numerics": recorded.get("numerics"),
+                "calibration": sidecar.get("calibration"), "source": shipped_qat.name,
+                "provenance": recorded.get("provenance")}
         return graph_module, info
     if cache is not None and cache_key in cache:
         return cache[cache_key]
@@ -365,6 +385,10 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
         calibration, calibration_images: for int8, the training-pool source of degraded crops
             (``auto``, ``urban100``, ``bundled`` or a folder; never an evaluation set) and how many.
         quantized: for int8, a ``.pt2`` written by ``zoo quantize`` instead of calibrating here.
+            Without ``quantized``, ``calibration``, ``weights`` and ``untrained``, an int8 export
+            rebuilds the int8 model from the QAT state the card ships for the target's recipe
+            (``ModelCard.qat_weights``; :mod:`quantize.qat_state`) when there is one; the
+            manifest's ``quantization.provenance`` is then that QAT run's.
         mixed: for int8 calibrated here, layers kept in float (``first-last``, module names; see
             ``quantize.recipes.MixedPrecision``); default None quantizes every layer, which keeps
             the lite models in one int8 XNNPACK partition.
@@ -408,9 +432,20 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
     recipe = int8_recipe_of(target_object) if precision == "int8" else None
     # A target that quantizes by itself (recipe None) still takes a quantized model when given one.
     use_quantized_model = precision == "int8" and (recipe is not None or quantized is not None)
-    if recipe and quantized is None and calibration is None:
+    # int8 with neither a quantized model nor calibration data: the QAT state the card ships for
+    # the target's recipe, when the shipped float weights are the ones asked for.
+    shipped_qat = None
+    if recipe and quantized is None and calibration is None and weights is None and not untrained:
+        shipped_qat = card.qat_weights_path(recipe)
+        if shipped_qat is not None and mixed is not None:
+            raise ZooError(f"--mixed applies to calibration, and {model_name}'s shipped QAT int8 state for {recipe} "
+                           "keeps the layers in float that its run kept",
+                           "drop --mixed, or pass --calibration to calibrate with it here")
+    if recipe and quantized is None and calibration is None and shipped_qat is None:
         raise ZooError(f"int8 export of {model_name} needs calibration data or a quantized model",
-                       "pass --calibration auto|urban100|bundled|FOLDER (training images) or --quantized PATH.pt2")
+                       "pass --calibration auto|urban100|bundled|FOLDER (training images) or --quantized PATH.pt2"
+                       + (" (the shipped QAT int8 state goes with the shipped weights, not --weights/--untrained)"
+                          if recipe in card.qat_weights else ""))
     out_dir = Path(out_dir)
     existing = check_output_folder(out_dir, model_name)
 
@@ -433,12 +468,15 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
     if use_quantized_model:
         quantize_start = time.perf_counter()
         step("quantize", f"int8 from {Path(quantized).name}" if quantized is not None else
+             f"int8 ({recipe}) from the shipped QAT state {shipped_qat.name}, no calibration"
+             if shipped_qat is not None else
              f"calibrating int8 ({recipe}) on {calibration_images} crops from {calibration}")
         key = (model_name, str(weights), rewrite, recipe, tile_size, str(calibration), calibration_images,
                str(data_root), mixed)
         quantized_model, quantization = _quantized_model(
             model, card, example, recipe, tile_size, quantized=quantized, calibration=calibration,
-            calibration_images=calibration_images, data_root=data_root, mixed=mixed, cache=cache, cache_key=key)
+            calibration_images=calibration_images, data_root=data_root, mixed=mixed, cache=cache, cache_key=key,
+            shipped_qat=shipped_qat)
         timings["quantize_s"] = time.perf_counter() - quantize_start
     elif precision == "int8":
         quantization = {"method": "target", "recipe": None, "numerics": None, "calibration": None, "source": None,
@@ -466,6 +504,9 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
         manifest = _manifest(card, model, weights, target, target_object, precision, result, artifact, digest,
                              method, size, tile_size, used_overlap, quantization, example, reference, rewrites,
                              dynamic)
+        if shipped_qat is not None:
+            manifest["notes"].append(f"int8 weights: the shipped QAT state {shipped_qat.name} (weights trained with "
+                                     "fake quantization); model.weights names the float model they are compared with")
         if precision == "fp16":
             report = activation_range(model, [example])
             manifest["fp16_range"] = {"max_abs_activation": report["max_abs_activation"], "layer": report["layer"],

@@ -42,8 +42,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="checkpoint (.safetensors or official .pth) instead of the shipped weights")
     parser.add_argument("--untrained", action="store_true",
                         help="export random weights (pipeline/numeric checks only; the manifest says so)")
-    parser.add_argument("--calibration", help="int8: training images for calibration: auto, urban100, bundled or "
-                                              "a folder (never an evaluation set)")
+    parser.add_argument("--calibration", help="int8: calibrate here (PTQ) on training images: auto, urban100, bundled "
+                                              "or a folder (never an evaluation set); without it, a model that ships "
+                                              "QAT int8 state for the target's recipe (zoo info) uses that")
     parser.add_argument("--calib-images", type=int, help="int8: number of calibration crops (default 32; 8 per "
                                                              "model for --matrix)")
     parser.add_argument("--quantized", help="int8: a .pt2 written by `zoo quantize` (instead of --calibration)")

@@ -5,6 +5,9 @@
 * :mod:`quantize.calibration` -- degraded crops from the training pool (never Set5/Set14/CBSD68).
 * :mod:`quantize.ptq` -- :func:`quantize_ptq`, :func:`save_quantized`, :func:`load_quantized`.
 * :mod:`quantize.qat` -- :func:`quantize_qat` (fake-quantized fine-tuning, then int8).
+* :mod:`quantize.qat_phase` -- QAT as a phase of ``zoo train`` / ``zoo distill``.
+* :mod:`quantize.qat_state` -- the QAT int8 state file a run writes and a model ships:
+  :func:`rebuild_qat_model`, :func:`pack_qat_state`.
 * :mod:`quantize.sensitivity` -- per-layer sweep (one float layer at a time).
 * :mod:`quantize.report` -- accuracy drop versus float on an evaluation set.
 * :mod:`quantize.provenance` -- the record of how an int8 model was made (PTQ/QAT, recipe, steps, ...),
@@ -30,6 +33,8 @@ _EXPORTS = {
     "layer_precision": "quantize.ptq",
     "quantization_op_counts": "quantize.ptq",
     "quantize_qat": "quantize.qat",
+    "rebuild_qat_model": "quantize.qat_state",
+    "pack_qat_state": "quantize.qat_state",
     "run_quantize": "quantize.api",
 }
 

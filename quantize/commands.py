@@ -5,8 +5,11 @@
         [--degradation SPEC] [--qat-steps 200] [--qat-lr 1e-5] [--qat-batch 4]
         [--mixed first-last|none|NAMES] [--eval-dataset bsd68|none] [--eval-limit N]
         [--sensitivity] [--sensitivity-images 4] [--data-root DIR] [--seed 0] [--overwrite]
+    zoo quantize MODEL --backend B [--method qat] --pack RUN_DIR -o zoo/weights/FILE.safetensors [--overwrite]
 
-Argument parsing and printing only: the work is :func:`quantize.api.run_quantize`. ``COMMANDS``
+Argument parsing and printing only: the work is :func:`quantize.api.run_quantize` and, for
+``--pack`` (a QAT run's int8 state, float16 weights, to ship with the model),
+:func:`quantize.qat_state.pack_qat_state`. ``COMMANDS``
 plugs it into the ``zoo`` command (:mod:`zoo_cli.main`); :func:`main` runs it standalone
 (``python -m quantize.commands``).
 """
@@ -27,9 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``zoo quantize`` arguments to ``parser`` (a subparser of ``zoo``)."""
     parser.add_argument("model", help="model name (zoo list)")
     parser.add_argument("--backend", required=True, choices=BACKENDS, help="mobile backend recipe")
-    parser.add_argument("--method", default="ptq", choices=("ptq", "qat"),
-                        help="post-training quantization or quantization-aware training (default ptq)")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="folder for the .pt2, sidecar and reports")
+    parser.add_argument("--method", choices=("ptq", "qat"),
+                        help="post-training quantization or quantization-aware training (default ptq; qat with --pack)")
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="folder for the .pt2, sidecar and reports (--pack: the .safetensors file to write)")
+    parser.add_argument("--pack", type=Path, metavar="RUN_DIR",
+                        help="write the QAT int8 state of a finished QAT run (its quantized_state.safetensors) for "
+                             "shipping, weights in float16, to -o (e.g. zoo/weights/MODEL_BACKEND_qat.safetensors); "
+                             "MODEL and --backend must be the run's")
     parser.add_argument("--weights", help="checkpoint: .safetensors or an official .pth (default: the shipped one)")
     parser.add_argument("--untrained", action="store_true",
                         help="quantize random weights (pipeline/timing check only, not a restoration)")
@@ -62,11 +70,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    """``zoo quantize MODEL --backend B --pack RUN_DIR -o FILE``: pack a QAT run's int8 state to ship."""
+    from quantize.provenance import provenance_label
+    from quantize.qat_state import pack_qat_state
+    from zoo.atomic import ensure_writable
+
+    if args.method == "ptq":
+        raise ZooError("--pack packs the int8 state of a QAT run, not a PTQ", "drop --method ptq (or pass --method qat)")
+    output = ensure_writable(args.output, "packed QAT state", fix="choose another -o")
+    packed = pack_qat_state(args.pack, output, model_name=args.model, recipe=args.backend, overwrite=args.overwrite)
+    print(f"wrote {packed['path']} ({packed['bytes'] / 1e6:.2f} MB; weights float16, quantizer state float32)")
+    print(f"quantization: {provenance_label(packed['provenance'])}")
+    print(f"to ship it: put it in zoo/weights/ and add qat_weights={{{args.backend!r}: {packed['path'].name!r}}} "
+          f"to {args.model}'s ModelCard; zoo export {args.model} --precision int8 then uses it")
+    return 0
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Run ``zoo quantize`` from parsed arguments; returns the exit status."""
     from quantize.api import run_quantize
 
-    run_quantize(args.model, backend=args.backend, method=args.method, output_dir=args.output,
+    if args.pack is not None:
+        return cmd_pack(args)
+    run_quantize(args.model, backend=args.backend, method=args.method or "ptq", output_dir=args.output,
                  weights=args.weights, untrained=args.untrained, tile=args.tile, calib_images=args.calib_images,
                  calib_source=args.calib_source, degradation=args.degradation, qat_steps=args.qat_steps,
                  qat_lr=args.qat_lr, qat_batch=args.qat_batch, qat_target=args.qat_target, qat_ranges=args.qat_ranges,

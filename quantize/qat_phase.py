@@ -21,7 +21,10 @@ Validation runs the fake-quantized graph (EMA when enabled) with every observer 
 never moves a range. At the end (rank 0) the validated graph, after an optional re-estimation of
 the activation ranges with the final weights (``reestimate_ranges``), is converted to the int8
 PT2E model and written as ``OUT/quantized.pt2`` + ``OUT/quantized.json`` (the format of ``zoo
-quantize``, which ``zoo export --quantized`` takes), at ``quantization.tile``.
+quantize``, which ``zoo export --quantized`` takes), at ``quantization.tile``, and
+``OUT/quantized_state.safetensors``: the latent weights and the quantizer state it was converted
+from, which rebuild the same int8 model at any tile and are what a model ships
+(:mod:`quantize.qat_state`).
 
 :func:`train_with_qat` runs a config through the engine with this phase (library callers);
 the ``zoo`` command gets it from :data:`quantize.commands.TRAINING_PHASES`.
@@ -29,7 +32,6 @@ the ``zoo`` command gets it from :data:`quantize.commands.TRAINING_PHASES`.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 from pathlib import Path
@@ -38,8 +40,10 @@ import torch
 from torch import nn
 
 from quantize.provenance import calibration_record, make_provenance
-from quantize.qat import (MIXED_KEY, convert_qat_graph, fake_quantizers, is_per_channel, prepare_qat_graph,
-                          set_activation_ranges_from_ptq, use_learnable_scales)
+from quantize.qat import (fake_quantizers, is_per_channel, prepare_qat_graph, set_activation_ranges_from_ptq,
+                          use_learnable_scales)
+from quantize.qat_state import (QUANTIZED_STATE, QATStateInfo, convert_qat_state, load_quantizer_state,
+                                quantizer_state, write_qat_state)
 from quantize.recipes import MixedPrecision, require_recipe
 from zoo.errors import ZooError
 from zoo.train.config import ExperimentConfig, ScheduleConfig
@@ -49,27 +53,6 @@ from zoo.train.engine import PhaseContext, TrainingPhase, TrainResult, learning_
 QUANTIZED_MODEL = "quantized.pt2"
 #: Name of the loss term towards the float model's output (log.csv column).
 FLOAT_DISTILL_TERM = "qat_float_distill"
-
-
-def _quantizer_state(graph: nn.Module) -> dict[str, torch.Tensor]:
-    """Every fake quantizer's state (ranges, scales, flags), keyed ``name.key``, cloned to the CPU."""
-    return {f"{name}.{key}": value.detach().cpu().clone()
-            for name, module in fake_quantizers(graph).items() for key, value in module.state_dict().items()}
-
-
-def _load_quantizer_state(graph: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    for name, module in fake_quantizers(graph).items():
-        prefix = f"{name}."
-        own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        if not own:
-            raise ZooError(f"the checkpoint holds no state for the fake quantizer {name}",
-                           "resume with the config (quantization section) of that run")
-        # The observers read their layout version from the state dict's metadata (without it they
-        # take eps for an old checkpoint's and reset it): keep the module's own.
-        loaded = collections.OrderedDict(own)
-        loaded._metadata = getattr(module.state_dict(), "_metadata", None)
-        with torch.no_grad():
-            module.load_state_dict(loaded)
 
 
 class QATPhase(TrainingPhase):
@@ -205,13 +188,13 @@ class QATPhase(TrainingPhase):
     # ---- checkpoints
 
     def state_dict(self) -> dict:
-        state = {"quantizers": _quantizer_state(self.graph)}
+        state = {"quantizers": quantizer_state(self.graph)}
         if self.teacher is not None:
             state["teacher"] = {key: value.detach().cpu().clone() for key, value in self.teacher.state_dict().items()}
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        _load_quantizer_state(self.graph, state["quantizers"])
+        load_quantizer_state(self.graph, state["quantizers"])
         if self.teacher is not None:
             if "teacher" not in state:
                 raise ZooError("the checkpoint holds no float teacher but quantization.distill_from_float is set",
@@ -238,30 +221,23 @@ class QATPhase(TrainingPhase):
             source=f"config {self.config.name}, run {out_dir}")
 
     def finish(self, context: PhaseContext, evaluated: nn.Module, iteration: int) -> dict[str, Path]:
-        from quantize.ptq import META_KEY, save_quantized
+        """Convert the validated graph (after the optional range re-estimation) to int8 and write
+        ``quantized.pt2`` + ``quantized.json`` and ``quantized_state.safetensors`` (the weights and
+        quantizer state that rebuild the same int8 model: :mod:`quantize.qat_state`)."""
+        from quantize.ptq import save_quantized
 
         tile = self.tile()
-        example = torch.zeros(2, 3, tile, tile)
         graph = copy.deepcopy(evaluated).cpu()
-        float_model = copy.deepcopy(context.ema_model if evaluated is self.ema_graph else context.model).cpu().eval()
+        ema = evaluated is self.ema_graph
+        float_model = copy.deepcopy(context.ema_model if ema else context.model).cpu().eval()
         reestimated = 0
         if self.settings.reestimate_ranges:
             batches = [batch.cpu() for batch in context.training_batches(self.settings.calibration_batches)]
             reestimated = set_activation_ranges_from_ptq(graph, float_model, batches[0][:1], self.recipe, self.mixed,
                                                          batches)
-        converted, clamped, precision = convert_qat_graph(graph, float_model, self.recipe, example)
+        provenance = self.provenance(iteration, ema, context.out_dir)
+        converted, precision = convert_qat_state(graph, float_model, self.recipe, tile, provenance)
         settings = self.settings
-        ema = evaluated is self.ema_graph
-        converted.meta[META_KEY] = {
-            "recipe": self.recipe.NAME,
-            "method": "qat",
-            "numerics": dict(self.recipe.NUMERICS),
-            "fold_quantize": self.recipe.FOLD_QUANTIZE,
-            "mixed_precision": graph.meta.get(MIXED_KEY),
-            "output_clamp_added": clamped,
-            "input_shape": [3, tile, tile],
-            "provenance": self.provenance(iteration, ema, context.out_dir),
-        }
         metadata = {
             "model": self.config.model.name or self.config.model.describe(),
             "weights": f"QAT run {context.out_dir} at iteration {iteration} "
@@ -283,8 +259,13 @@ class QATPhase(TrainingPhase):
 
             card = get_card(self.config.model.name)
             metadata.update(task=card.task, size_multiple=card.size_multiple, scale=card.scale)
-        path = save_quantized(converted, context.out_dir / QUANTIZED_MODEL, example, metadata)
-        return {"quantized_model": path}
+        path = save_quantized(converted, context.out_dir / QUANTIZED_MODEL, torch.zeros(2, 3, tile, tile), metadata)
+        info = QATStateInfo(model=metadata["model"], recipe=self.recipe.NAME, mixed=settings.mixed,
+                            learnable_scales=bool(settings.learnable_scales), tile=tile,
+                            size_multiple=context.size_multiple, trace_shape=tuple(context.example.shape[-2:]),
+                            provenance=provenance, sidecar=metadata)
+        state = write_qat_state(context.out_dir / QUANTIZED_STATE, float_model, graph, info)
+        return {"quantized_model": path, "quantized_state": state}
 
 
 def fake_quant_nodes(graph: nn.Module) -> int:
@@ -308,4 +289,5 @@ def train_with_qat(config: ExperimentConfig, out_dir: str | Path | None = None, 
     return train(config, out_dir, phases=phases, **kwargs)
 
 
-__all__ = ["FLOAT_DISTILL_TERM", "QATPhase", "QUANTIZED_MODEL", "fake_quant_nodes", "is_per_channel", "train_with_qat"]
+__all__ = ["FLOAT_DISTILL_TERM", "QATPhase", "QUANTIZED_MODEL", "QUANTIZED_STATE", "fake_quant_nodes", "is_per_channel",
+           "train_with_qat"]

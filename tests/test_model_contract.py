@@ -125,6 +125,14 @@ def test_card_is_consistent(name):
         assert 0 <= card.overlap < card.tile
         plan = plan_tiles(*ODD_SIZE, tile=card.tile, overlap=card.overlap, size_multiple=card.size_multiple)
         assert plan.padded_height % card.size_multiple == 0 and plan.padded_width % card.size_multiple == 0
+    # Shipped QAT int8 state: a known recipe, an installed file of this model and recipe.
+    from quantize.qat_state import read_qat_state
+    from quantize.recipes import RECIPES
+
+    for recipe in card.qat_weights:
+        assert recipe in RECIPES, f"{name}: qat_weights names the unknown recipe {recipe!r}"
+        info = read_qat_state(card.qat_weights_path(recipe)).info  # raises when the file is missing
+        assert (info.model, info.recipe, info.size_multiple) == (name, recipe, card.size_multiple)
 
 
 @pytest.mark.parametrize("name", NAMES)

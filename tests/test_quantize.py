@@ -653,6 +653,7 @@ def test_zoo_quantize_qat_runs_the_training_engine(pool, tmp_path):
     assert main(argv) == 0
     run = out / "hinet-lite-s_xnnpack_qat_run"
     assert (run / "log.csv").is_file() and (run / "final.safetensors").is_file()
+    assert (run / "quantized_state.safetensors").is_file()  # what zoo quantize --pack ships
     sidecar = json.loads((out / "hinet-lite-s_xnnpack_qat.json").read_text())
     assert sidecar["method"] == "qat" and sidecar["model"] == "hinet-lite-s" and sidecar["qat_target"] == "float"
     assert sidecar["qat"]["distill_from_float"] == 1.0 and sidecar["qat"]["iterations"] == 2

@@ -38,14 +38,19 @@ def _smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def pool_dir(tmp_path) -> Path:
-    folder = tmp_path / "pool"
+def make_pool(parent: Path) -> Path:
+    """The synthetic training pool (4 photo-like images, 48-72 x 64 pixels) in ``parent/pool``."""
+    folder = parent / "pool"
     folder.mkdir()
     rng = np.random.default_rng(7)
     for index in range(4):
         Image.fromarray(_smooth_image(rng, 48 + 8 * index, 64)).save(folder / f"img_{index}.png")
     return folder
+
+
+@pytest.fixture
+def pool_dir(tmp_path) -> Path:
+    return make_pool(tmp_path)
 
 
 def tiny_config(pool: Path, **sections) -> dict:

@@ -79,6 +79,8 @@ def cmd_list(args) -> int:
     for card in cards:
         params, macs = _model_size(card)
         weights = "zero-shot" if card.zero_shot else ("shipped" if card.has_weights else "none (--weights)")
+        if card.shipped_qat_recipes:
+            weights += f" + QAT int8 ({', '.join(card.shipped_qat_recipes)})"
         print(f"{card.name:<18} {card.task:<16} {card.variant[:16]:<16} {params:>9} {macs:>9}  {weights}")
     return 0
 
@@ -97,6 +99,9 @@ def cmd_info(args, sections: Sequence[CardSection] = ()) -> int:
         "default_degradation": card.default_degradation,
         "weights": "zero-shot (fits each image)" if card.zero_shot
         else (str(card.weights_path) if card.has_weights else "none shipped"),
+        # zoo export --precision int8 to a target of these recipes uses them (no calibration)
+        "qat_int8_weights": {recipe: str(card.qat_weights_path(recipe)) for recipe in card.shipped_qat_recipes}
+        or None,
         "official_weights": card.official_weights, "notes": list(card.notes), "results": list(card.results),
     }
     for section in sections:
@@ -106,6 +111,8 @@ def cmd_info(args, sections: Sequence[CardSection] = ()) -> int:
         return 0
     listed = {"notes", "results", *(section.key for section in sections)}
     for key, value in info.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{name}: {entry}" for name, entry in value.items())
         if key not in listed and value is not None:
             print(f"{key:<22} {value}")
     for note in card.notes:

@@ -20,7 +20,7 @@ import os
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from zoo.errors import ZooError
 from zoo.hashing import file_sha256
@@ -57,6 +57,11 @@ class ModelCard:
     size_multiple: int = 1
     #: Safetensors file under :data:`WEIGHTS_DIR`, or None when the zoo ships no weights.
     weights: str | None = None
+    #: QAT int8 state the zoo ships, per quantization recipe: recipe name (``xnnpack``, ``coreml``,
+    #: ``tflite``) -> safetensors file under :data:`WEIGHTS_DIR` written by ``zoo quantize MODEL
+    #: --backend RECIPE --pack RUN_DIR`` (quantize/qat_state.py). ``zoo export --precision int8``
+    #: to a target of that recipe rebuilds its int8 model from it instead of calibrating.
+    qat_weights: Mapping[str, str] = field(default_factory=dict)
     #: Where official weights come from and their container format (for --weights).
     official_weights: str | None = None
     #: Default tile and overlap (pixels of the input) for tiled inference; tile None = no tiling.
@@ -105,6 +110,24 @@ class ModelCard:
     @property
     def has_weights(self) -> bool:
         return self.zero_shot or (self.weights_path is not None and self.weights_path.is_file())
+
+    def qat_weights_path(self, recipe: str) -> Path | None:
+        """The shipped QAT int8 state file for quantization ``recipe``, or None when the card
+        lists none; a :class:`ZooError` when it lists one that is not installed."""
+        name = self.qat_weights.get(recipe)
+        if not name:
+            return None
+        path = WEIGHTS_DIR / name
+        if not path.is_file():
+            raise ZooError(f"{self.name}'s card lists the QAT int8 state {name} for {recipe}, but {path} is missing",
+                           "reinstall the package (zoo/weights ships it), or pass --calibration to calibrate here")
+        return path
+
+    @property
+    def shipped_qat_recipes(self) -> tuple[str, ...]:
+        """Recipes whose QAT int8 state ships (the file is installed), sorted."""
+        return tuple(sorted(recipe for recipe, name in self.qat_weights.items()
+                            if name and (WEIGHTS_DIR / name).is_file()))
 
     @property
     def ships_trained_weights(self) -> bool:
