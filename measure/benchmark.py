@@ -5,7 +5,8 @@ gets seed ``seed + i``, as ``zoo eval`` and ``zoo check``):
 
 * every model of the task that ships weights, as the float PyTorch model (``zoo eval``'s
   protocol: tiled as an app would, outputs quantized to 8 bits) and, with ``--int8``, as its int8
-  ExecuTorch XNNPACK artifact (exported here with calibration on training images, then run tile
+  ExecuTorch XNNPACK artifact (exported as ``zoo export`` makes it: from the QAT int8 state the
+  card ships, else with PTQ calibration on training images; the cell says which), then run tile
   by tile by ``zoo check``: PSNR, drop against the float model, latency);
 * the classical references of :mod:`zoo.benchmarks.classical` (CBM3D told sigma, NL-means and
   wavelet for denoising; Richardson-Lucy and Wiener told the true kernel for deblurring; the
@@ -19,6 +20,7 @@ stopped (``--restart`` starts over).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -28,6 +30,9 @@ from typing import Callable
 
 from zoo.errors import ZooError
 from zoo.tables import format_cell
+
+#: Quantization recipe of the benchmark's int8 rows (ExecuTorch XNNPACK, the Android/iOS CPU path).
+INT8_RECIPE = "xnnpack"
 
 __all__ = ["TaskSuite", "SUITES", "run_benchmark", "format_benchmark", "main"]
 
@@ -142,12 +147,21 @@ def _weights_digest(card) -> str | None:
     return file_sha256(path)[:12]
 
 
+def _int8_digest(card, float_digest: str | None) -> str | None:
+    """The digest an int8 cell is measured with: the float weights' and, when the card ships QAT
+    int8 state for XNNPACK (the artifact then comes from it), that file's too."""
+    from zoo.hashing import file_sha256
+
+    qat = card.qat_weights_path(INT8_RECIPE)
+    if qat is None or float_digest is None:
+        return float_digest
+    return f"{float_digest}-qat{file_sha256(qat)[:8]}"
+
+
 class _Store:
     """The results JSON, rewritten atomically after every image so that a rerun resumes."""
 
     def __init__(self, path: Path, settings: dict, restart: bool):
-        import json
-
         self.path = path
         previous = None
         if path.is_file() and not restart:
@@ -253,9 +267,12 @@ def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: P
     # The weights digest in the names: retrained weights get a new artifact and a new check.
     tag = f"{card.name}-{cell['weights_sha256']}" if cell.get("weights_sha256") else card.name
     folder = work / f"{tag}-executorch-xnnpack-int8-{tile}"
+    # The int8 model a user gets from `zoo export`: the shipped QAT state when the card has one,
+    # else PTQ calibrated on training crops.
+    shipped_qat = card.qat_weights_path(INT8_RECIPE) is not None
     if not (folder / "manifest.json").is_file():
-        export_model(card.name, "executorch-xnnpack", "int8", tile, folder, calibration="auto",
-                     data_root=data_root)
+        export_model(card.name, "executorch-xnnpack", "int8", tile, folder,
+                     calibration=None if shipped_qat else "auto", data_root=data_root)
     safe_spec = spec.replace(":", "").replace(",", "_").replace("=", "")
     with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
         doc = run_check(folder, dataset, spec, data_root=data_root, limit=limit,
@@ -265,7 +282,9 @@ def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: P
                        "seconds": round(image["latency_ms"] / 1000.0, 4),
                        "float_psnr": image.get("reference_psnr")} for image in record["images"]]
     drops = [row["float_psnr"] - row["psnr"] for row in cell["images"] if row.get("float_psnr") is not None]
+    quantization = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("quantization") or {}
     cell.update(artifact=str(folder), tile=tile, drop_db=record["accuracy"].get("drop_db"),
+                quantization=quantization.get("method"),
                 worst_drop_db=max(drops) if drops else None, latency_ms_median=record["latency_ms"]["median"])
     store.save()
 
@@ -335,7 +354,7 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
                     store.save()
                     say(f"{dataset} {spec} {card.name} float: {_summary(cell['images'])['psnr']:.2f} dB")
                 if int8:
-                    cell = store.model_cell(dataset, spec, card, "int8", digests[card.name])
+                    cell = store.model_cell(dataset, spec, card, "int8", _int8_digest(card, digests[card.name]))
                     if not cell["complete"]:
                         _int8_cell(store, cell, card, dataset, spec, work, data_root, limit, seed, progress)
                         cell["complete"] = True
@@ -350,7 +369,7 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
 
 def _cell_summary(cell: dict) -> dict:
     summary = _summary(cell["images"])
-    for key in ("drop_db", "worst_drop_db", "latency_ms_median", "told"):
+    for key in ("drop_db", "worst_drop_db", "latency_ms_median", "told", "quantization"):
         if cell.get(key) is not None:
             summary[key] = cell[key]
     return summary
@@ -370,18 +389,19 @@ def format_benchmark(doc: dict) -> str:
         channel = "Y (BT.601)" if metric.get("y_channel") else "RGB"
         lines.append(f"{dataset}, {spec}: {channel} PSNR/SSIM, border crop {metric.get('crop_border', 0)}, "
                      f"8-bit outputs, seed {doc['settings']['seed']}")
-        header = f"{'method':<22} {'prec':<5} {'told':<7} {'images':>6} {'PSNR':>7} {'SSIM':>7} {'drop':>7} {'s/img':>7}"
+        header = f"{'method':<22} {'prec':<8} {'told':<7} {'images':>6} {'PSNR':>7} {'SSIM':>7} {'drop':>7} {'s/img':>7}"
         lines += [header, "-" * len(header)]
         rows = [(cell, _cell_summary(cell)) for cell in cells if (cell["dataset"], cell["degradation"]) == (dataset, spec)]
         rows.sort(key=lambda item: -(item[1]["psnr"] if item[1]["psnr"] is not None else float("-inf")))
         for cell, summary in rows:
             told = summary.get("told", "-") if cell["kind"] == "reference" else "nothing"
-            lines.append(f"{cell['method'][:22]:<22} {cell['precision']:<5} {told:<7} {summary['images']:>6} "
+            precision = cell["precision"] + ("-" + summary["quantization"][:3] if summary.get("quantization") else "")
+            lines.append(f"{cell['method'][:22]:<22} {precision:<8} {told:<7} {summary['images']:>6} "
                          f"{format_cell(summary['psnr'], '.2f'):>7} {format_cell(summary['ssim'], '.4f'):>7} "
                          f"{format_cell(summary.get('drop_db'), '+.3f'):>7} {format_cell(summary['seconds'], '.2f'):>7}")
         lines.append("")
     lines.append("told: what a reference knows about the degradation (networks are told nothing); drop: float - "
-                 "int8 PSNR of the same model; s/img: float rows PyTorch on this host, int8 rows the artifact's "
+                 "int8 PSNR of the same model (int8-qat: from the shipped QAT state, int8-ptq: calibrated here); s/img: float rows PyTorch on this host, int8 rows the artifact's "
                  "median latency per image")
     return "\n".join(lines)
 

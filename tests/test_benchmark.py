@@ -190,3 +190,48 @@ def test_the_deblur_suite_measures_the_jpeg_blur_with_the_kernel_told_references
     restored = classical.classical_method("richardson-lucy").run(degraded, blur, 3)
     assert seen == [3] and restored.shape == clean.shape
     assert psnr(restored.clamp(0, 1), clean) > psnr(degraded, clean)
+
+
+def test_int8_rows_use_the_shipped_qat_state_when_the_card_has_one(photos, tmp_path, monkeypatch):
+    """The int8 row measures what `zoo export` gives a user: PTQ calibrated on training crops, or
+    the card's shipped QAT state (no calibration); a new QAT file measures the row again."""
+    import dataclasses
+
+    import export_mobile.api
+    import measure.check
+    from zoo import registry
+
+    exported, checked = [], []
+
+    def fake_export(name, target, precision, tile, folder, calibration=None, **kwargs):
+        exported.append(calibration)
+        folder.mkdir(parents=True)
+        method = "ptq" if calibration else "qat"
+        (folder / "manifest.json").write_text(json.dumps({"quantization": {"method": method}}))
+
+    def fake_check(folder, dataset, spec, **kwargs):
+        checked.append(folder)
+        images = [{"name": f"p{i}", "psnr": 30.0 - i, "ssim": 0.9, "latency_ms": 5.0, "reference_psnr": 30.1 - i}
+                  for i in range(3)]
+        return {"records": [{"kind": "check", "images": images, "accuracy": {"drop_db": 0.1},
+                             "latency_ms": {"median": 5.0}}]}
+
+    monkeypatch.setattr(export_mobile.api, "export_model", fake_export)
+    monkeypatch.setattr(measure.check, "run_check", fake_check)
+    kwargs = dict(models=["hinet-lite-s"], references=["input"], degradations=["gaussian:25"],
+                  datasets=[str(photos)], json_path=tmp_path / "bench.json", progress=False, int8=True)
+    doc = bm.run_benchmark("denoise", **kwargs)
+    int8 = next(c for c in doc["cells"] if c["precision"] == "int8")
+    assert exported == ["auto"] and int8["quantization"] == "ptq"
+    assert "int8-ptq" in bm.format_benchmark(doc)
+
+    qat_file = tmp_path / "qat.safetensors"
+    qat_file.write_bytes(b"not read by the fake export")
+    card = registry.get_card("hinet-lite-s")
+    monkeypatch.setitem(registry._REGISTRY, card.name, dataclasses.replace(card, qat_weights={"xnnpack": str(qat_file)}))
+    doc = bm.run_benchmark("denoise", **kwargs)
+    int8 = next(c for c in doc["cells"] if c["precision"] == "int8")
+    assert exported == ["auto", None] and int8["quantization"] == "qat"
+    assert int8["weights_sha256"].endswith(bm._int8_digest(registry.get_card("hinet-lite-s"), "x")[1:])
+    assert len(checked) == 2 and checked[0] != checked[1]  # its own artifact folder, measured again
+    assert "int8-qat" in bm.format_benchmark(doc)
