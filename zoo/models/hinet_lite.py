@@ -394,6 +394,12 @@ def _notes(task: str, widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
     )
 
 
+#: QAT int8 state that ships, per tier and recipe (packed by `zoo quantize NAME --backend B --pack RUN`
+#: from the configs/qat_*_cpu.yaml runs; docs/quantization.md).
+_QAT_WEIGHTS = {
+    "hinet-lite-s": {"xnnpack": "hinet_lite_s_gaussian_qat_xnnpack.safetensors"},
+}
+
 for _name, _variant, _task, _degradation, (_widths, _encoder, _decoder), _weights, _summary in _TIERS:
     register(ModelCard(
         name=_name,
@@ -405,6 +411,7 @@ for _name, _variant, _task, _degradation, (_widths, _encoder, _decoder), _weight
         architecture=HINetLite,
         size_multiple=2 ** len(_widths),
         weights=_weights,
+        qat_weights=_QAT_WEIGHTS.get(_name, {}),
         tile=256,
         overlap=32,
         training_degradation=_degradation,
