@@ -218,6 +218,8 @@ def test_int8_rows_use_the_shipped_qat_state_when_the_card_has_one(photos, tmp_p
 
     monkeypatch.setattr(export_mobile.api, "export_model", fake_export)
     monkeypatch.setattr(measure.check, "run_check", fake_check)
+    card = registry.get_card("hinet-lite-s")
+    monkeypatch.setitem(registry._REGISTRY, card.name, dataclasses.replace(card, qat_weights={}))  # PTQ first
     kwargs = dict(models=["hinet-lite-s"], references=["input"], degradations=["gaussian:25"],
                   datasets=[str(photos)], json_path=tmp_path / "bench.json", progress=False, int8=True)
     doc = bm.run_benchmark("denoise", **kwargs)
@@ -227,7 +229,6 @@ def test_int8_rows_use_the_shipped_qat_state_when_the_card_has_one(photos, tmp_p
 
     qat_file = tmp_path / "qat.safetensors"
     qat_file.write_bytes(b"not read by the fake export")
-    card = registry.get_card("hinet-lite-s")
     monkeypatch.setitem(registry._REGISTRY, card.name, dataclasses.replace(card, qat_weights={"xnnpack": str(qat_file)}))
     doc = bm.run_benchmark("denoise", **kwargs)
     int8 = next(c for c in doc["cells"] if c["precision"] == "int8")
@@ -235,3 +236,14 @@ def test_int8_rows_use_the_shipped_qat_state_when_the_card_has_one(photos, tmp_p
     assert int8["weights_sha256"].endswith(bm._int8_digest(registry.get_card("hinet-lite-s"), "x")[1:])
     assert len(checked) == 2 and checked[0] != checked[1]  # its own artifact folder, measured again
     assert "int8-qat" in bm.format_benchmark(doc)
+
+    # A cell written before the route was recorded (no quantization, no digest) was calibrated
+    # here: with QAT state shipping it is measured again.
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    for cell in saved["cells"]:
+        if cell["precision"] == "int8":
+            cell.pop("quantization"), cell.pop("weights_sha256")
+    (tmp_path / "bench.json").write_text(json.dumps(saved))
+    doc = bm.run_benchmark("denoise", **kwargs)
+    assert exported[-1] is None and len(checked) == 3
+    assert next(c for c in doc["cells"] if c["precision"] == "int8")["quantization"] == "qat"
