@@ -498,11 +498,17 @@ def _build_lite(scale: int) -> IDSANetLite:
     return IDSANetLite(scale=scale).eval()
 
 
+#: Scales whose QAT int8 state ships (configs/qat_idsanet_lite_xN_cpu.yaml, packed with
+#: `zoo quantize idsanet-lite-xN --backend xnnpack --pack RUN -o zoo/weights/...`).
+_LITE_QAT_SCALES = (2, 4)
+
+
 def _register_lite(scale: int, summary: str) -> None:
     register(ModelCard(
         name=f"idsanet-lite-x{scale}", family="idsanet", task="sr", variant=f"lite-x{scale}", summary=summary,
         builder=partial(_build_lite, scale), scale=scale, size_multiple=1,
         weights=f"idsanet_lite_x{scale}.safetensors", tile=128, overlap=16, paper=PAPER,
+        qat_weights={"xnnpack": f"idsanet_lite_x{scale}_qat_xnnpack.safetensors"} if scale in _LITE_QAT_SCALES else {},
         architecture=IDSANetLite, single_int8_partition=True,
         notes=(
             _SR_NOTES[0],
