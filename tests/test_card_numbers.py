@@ -39,6 +39,8 @@ CASES = [
     pytest.param("idsanet-lite-x4", "set5", "bicubic:x4", id="idsanet-lite-x4-set5"),
     pytest.param("idsanet-lite-x2", "set14", "bicubic:x2", id="idsanet-lite-x2-set14", marks=pytest.mark.slow),
     pytest.param("idsanet-lite-x4", "set14", "bicubic:x4", id="idsanet-lite-x4-set14", marks=pytest.mark.slow),
+    pytest.param("hinet-lite", "bsd68", "gaussian:25", id="hinet-lite-25", marks=pytest.mark.slow),
+    pytest.param("hinet-lite", "bsd68", "gaussian:50", id="hinet-lite-50", marks=pytest.mark.slow),
     pytest.param("hinet-lite-s", "bsd68", "gaussian:25", id="hinet-lite-s-25", marks=pytest.mark.slow),
     pytest.param("hinet-lite-s", "bsd68", "gaussian:50", id="hinet-lite-s-50", marks=pytest.mark.slow),
     pytest.param("mhnet-lite-derain", "bsd68", "rain", id="mhnet-lite-derain", marks=pytest.mark.slow),

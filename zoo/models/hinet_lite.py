@@ -397,6 +397,7 @@ def _notes(task: str, widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
 #: QAT int8 state that ships, per tier and recipe (packed by `zoo quantize NAME --backend B --pack RUN`
 #: from the configs/qat_*_cpu.yaml runs; docs/quantization.md).
 _QAT_WEIGHTS = {
+    "hinet-lite": {"xnnpack": "hinet_lite_gaussian_qat_xnnpack.safetensors"},
     "hinet-lite-s": {"xnnpack": "hinet_lite_s_gaussian_qat_xnnpack.safetensors"},
 }
 
