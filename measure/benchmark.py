@@ -147,6 +147,12 @@ def _weights_digest(card) -> str | None:
     return file_sha256(path)[:12]
 
 
+def _int8_route(card) -> str:
+    """How ``zoo export`` makes the card's int8 XNNPACK model: ``qat`` from the QAT state the card
+    ships, else ``ptq`` (calibrated on training crops)."""
+    return "qat" if card.qat_weights_path(INT8_RECIPE) is not None else "ptq"
+
+
 def _int8_digest(card, float_digest: str | None) -> str | None:
     """The digest an int8 cell is measured with: the float weights' and, when the card ships QAT
     int8 state for XNNPACK (the artifact then comes from it), that file's too."""
@@ -253,9 +259,10 @@ def _float_cell(store: _Store, cell: dict, card, dataset: str, spec: str, data_r
     store.save()
 
 
-def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: Path, data_root, limit, seed,
-               progress: bool) -> None:
-    """Export the int8 XNNPACK artifact (once) and check it on the set (``zoo check``, resumable)."""
+def _int8_cell(store: _Store, cell: dict, card, route: str, dataset: str, spec: str, work: Path, data_root, limit,
+               seed, progress: bool) -> None:
+    """Export the int8 XNNPACK artifact (once; ``route`` from :func:`_int8_route`) and check it on
+    the set (``zoo check``, resumable)."""
     from export_mobile.api import export_model
     from measure.check import run_check
     from zoo.quiet import c_stderr_filtered
@@ -269,10 +276,9 @@ def _int8_cell(store: _Store, cell: dict, card, dataset: str, spec: str, work: P
     folder = work / f"{tag}-executorch-xnnpack-int8-{tile}"
     # The int8 model a user gets from `zoo export`: the shipped QAT state when the card has one,
     # else PTQ calibrated on training crops.
-    shipped_qat = card.qat_weights_path(INT8_RECIPE) is not None
     if not (folder / "manifest.json").is_file():
         export_model(card.name, "executorch-xnnpack", "int8", tile, folder,
-                     calibration=None if shipped_qat else "auto", data_root=data_root)
+                     calibration=None if route == "qat" else "auto", data_root=data_root)
     safe_spec = spec.replace(":", "").replace(",", "_").replace("=", "")
     with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
         doc = run_check(folder, dataset, spec, data_root=data_root, limit=limit,
@@ -326,6 +332,8 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
                 "models": [card.name for card in cards], "int8": int8, "limit": limit, "seed": seed}
     store = _Store(json_path, settings, restart)
     digests = {card.name: _weights_digest(card) for card in cards}  # hashed once, not per cell
+    int8_routes = {card.name: _int8_route(card) for card in cards} if int8 else {}
+    int8_digests = {card.name: _int8_digest(card, digests[card.name]) for card in cards} if int8 else {}
     say = log or ((lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None))
 
     for dataset in sets:
@@ -354,14 +362,14 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
                     store.save()
                     say(f"{dataset} {spec} {card.name} float: {_summary(cell['images'])['psnr']:.2f} dB")
                 if int8:
-                    cell = store.model_cell(dataset, spec, card, "int8", _int8_digest(card, digests[card.name]))
+                    cell = store.model_cell(dataset, spec, card, "int8", int8_digests[card.name])
                     # A cell measured by another route than the one zoo export now takes (cells
                     # without the record were calibrated here: PTQ) is measured again.
-                    route = "qat" if card.qat_weights_path(INT8_RECIPE) is not None else "ptq"
+                    route = int8_routes[card.name]
                     if cell["images"] and cell.get("quantization", "ptq") != route:
                         cell.update(images=[], complete=False)
                     if not cell["complete"]:
-                        _int8_cell(store, cell, card, dataset, spec, work, data_root, limit, seed, progress)
+                        _int8_cell(store, cell, card, route, dataset, spec, work, data_root, limit, seed, progress)
                         cell["complete"] = True
                         store.save()
     store.doc["complete"] = True
@@ -406,8 +414,8 @@ def format_benchmark(doc: dict) -> str:
                          f"{format_cell(summary.get('drop_db'), '+.3f'):>7} {format_cell(summary['seconds'], '.2f'):>7}")
         lines.append("")
     lines.append("told: what a reference knows about the degradation (networks are told nothing); drop: float - "
-                 "int8 PSNR of the same model (int8-qat: from the shipped QAT state, int8-ptq: calibrated here); s/img: float rows PyTorch on this host, int8 rows the artifact's "
-                 "median latency per image")
+                 "int8 PSNR of the same model (int8-qat: from the shipped QAT state, int8-ptq: calibrated here); "
+                 "s/img: float rows PyTorch on this host, int8 rows the artifact's median latency per image")
     return "\n".join(lines)
 
 

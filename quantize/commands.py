@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="folder for the .pt2, sidecar and reports (--pack: the .safetensors file to write)")
     parser.add_argument("--pack", type=Path, metavar="RUN_DIR",
                         help="write the QAT int8 state of a finished QAT run (its quantized_state.safetensors) for "
-                             "shipping, weights in float16, to -o (e.g. zoo/weights/MODEL_BACKEND_qat.safetensors); "
-                             "MODEL and --backend must be the run's")
+                             "shipping, weights in float16, to -o (e.g. "
+                             "zoo/weights/hinet_lite_s_gaussian_qat_xnnpack.safetensors); MODEL and --backend must be "
+                             "the run's")
     parser.add_argument("--weights", help="checkpoint: .safetensors or an official .pth (default: the shipped one)")
     parser.add_argument("--untrained", action="store_true",
                         help="quantize random weights (pipeline/timing check only, not a restoration)")

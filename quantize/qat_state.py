@@ -327,8 +327,9 @@ def pack_qat_state(source: str | Path, output: str | Path, *, model_name: str | 
 
     ``source``: a QAT run folder (its :data:`QUANTIZED_STATE`) or a state file. ``output``: the
     ``.safetensors`` file to write (atomically; an existing one only with ``overwrite``), e.g.
-    ``zoo/weights/hinet_lite_s_xnnpack_qat.safetensors``. ``model_name`` / ``recipe``: when given,
-    the state must be of that model and recipe. Returns ``{"path", "model", "recipe", "bytes",
+    ``zoo/weights/hinet_lite_s_gaussian_qat_xnnpack.safetensors`` (the float weights' stem +
+    ``_qat_<recipe>``). ``model_name`` / ``recipe``: when given, the state must be of that model
+    and recipe. Returns ``{"path", "model", "recipe", "bytes",
     "provenance"}``. :class:`ZooError` for a run without the file, a mismatch, a weight outside
     the float16 range, or an existing output.
     """
@@ -340,7 +341,7 @@ def pack_qat_state(source: str | Path, output: str | Path, *, model_name: str | 
     output = Path(output).expanduser()
     if output.suffix != ".safetensors":
         raise ZooError(f"the packed QAT state is a .safetensors file, got {output.name}",
-                       "name the output FILE.safetensors (e.g. zoo/weights/MODEL_RECIPE_qat.safetensors)")
+                       "name the output FILE.safetensors (e.g. zoo/weights/<weights stem>_qat_<recipe>.safetensors)")
     if output.exists() and not overwrite:
         raise ZooError(f"{output} already exists", "pass --overwrite or choose another -o")
     state = read_qat_state(path)
