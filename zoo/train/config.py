@@ -38,7 +38,9 @@ class ModelSpec:
     family: str | None = None
     #: Keyword arguments of the family's constructor (e.g. ``{wf: 16}``); only with ``family``.
     kwargs: dict = field(default_factory=dict)
-    #: Optional starting weights (.safetensors or official .pth), loaded strictly (fine-tuning).
+    #: Optional starting weights (.safetensors or official .pth), loaded strictly (fine-tuning);
+    #: ``shipped`` = the weights the zoo ships for ``name``, ``shipped:OTHER`` = those of another
+    #: model of the same architecture.
     weights: str | None = None
 
     def describe(self) -> str:

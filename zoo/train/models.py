@@ -37,7 +37,9 @@ def _family_class(family: str):
 def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     """A freshly initialised network from ``spec`` (plus ``spec.weights`` if set) and its size multiple.
 
-    ``spec.weights`` may be a checkpoint path, or ``shipped`` for the weights the zoo ships.
+    ``spec.weights`` may be a checkpoint path, ``shipped`` for the weights the zoo ships for this
+    model, or ``shipped:OTHER`` for those of another model of the same architecture (e.g. a
+    deblurring run started from ``shipped:mhnet-lite-derain``; works from an installed package).
     Initialisation draws from torch's global RNG (seed it first for a reproducible start).
     """
     from zoo.checkpoints import load_weights
@@ -51,11 +53,8 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
         model = card.builder()
         size_multiple = card.size_multiple
         weights = spec.weights
-        if weights == "shipped":
-            if not card.has_weights:
-                raise ZooError(f"{what}.weights is 'shipped' but the zoo ships no weights for {spec.name}",
-                               "pass a checkpoint path")
-            weights = card.weights_path
+        if weights is not None and (weights == "shipped" or weights.startswith("shipped:")):
+            weights = _shipped_weights(weights, card, what)
     else:
         cls = _family_class(spec.family)
         try:
@@ -64,9 +63,9 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
             raise ZooError(f"{what}.kwargs do not fit {cls.__name__}: {err}",
                            f"use the arguments of {cls.__name__}{inspect.signature(cls)}") from err
         size_multiple = int(getattr(model, "size_multiple", 1))
-        weights = None if spec.weights == "shipped" else spec.weights
-        if spec.weights == "shipped":
-            raise ZooError(f"{what}.weights 'shipped' needs {what}.name", "pass a checkpoint path")
+        weights = spec.weights
+        if weights is not None and (weights == "shipped" or weights.startswith("shipped:")):
+            raise ZooError(f"{what}.weights {weights!r} needs {what}.name", "pass a checkpoint path")
     if weights and spec.name:
         from zoo.registry import load_card_weights
 
@@ -74,3 +73,19 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     elif weights:
         load_weights(model, weights)
     return model, size_multiple
+
+
+def _shipped_weights(weights: str, card, what: str) -> str:
+    """The file behind ``shipped`` (this card's weights) or ``shipped:OTHER`` (another card's)."""
+    from zoo.registry import get_card
+
+    source = card
+    if weights != "shipped":
+        other = weights.split(":", 1)[1].strip()
+        if not other:
+            raise ZooError(f"{what}.weights {weights!r} names no model", "write shipped:MODEL, e.g. shipped:hinet-lite")
+        source = get_card(other)  # an architecture that differs fails the strict load, naming the keys
+    if not source.has_weights:
+        raise ZooError(f"{what}.weights is {weights!r} but the zoo ships no weights for {source.name}",
+                       "pass a checkpoint path, or zoo list to see which models ship weights")
+    return str(source.weights_path)
