@@ -158,6 +158,28 @@ def test_shipped_configs_are_valid(path):
         assert config.distill.teacher.weights
 
 
+def test_start_from_another_models_shipped_weights():
+    """``shipped:OTHER`` loads another card's shipped file; misuse names the fix."""
+    from safetensors.torch import load_file
+
+    from zoo.registry import get_card
+    from zoo.train.config import ModelSpec
+
+    model, _ = build_model(ModelSpec(name="mhnet-lite-deblur", weights="shipped:mhnet-lite-derain"))
+    shipped = load_file(get_card("mhnet-lite-derain").weights_path)
+    state = model.state_dict()
+    assert set(shipped) == set(state)
+    assert all(torch.equal(state[key], shipped[key].to(state[key].dtype)) for key in shipped)
+    for weights, message in [("shipped:", "names no model"),
+                             ("shipped:idsanet-x4", "ships no weights for idsanet-x4"),
+                             ("shipped:hinet-lite", "does not fit"),
+                             ("shipped", "ships no weights for mhnet-lite-deblur")]:
+        with pytest.raises(ZooError, match=message):
+            build_model(ModelSpec(name="mhnet-lite-deblur", weights=weights))
+    with pytest.raises(ZooError, match="needs model.name"):
+        build_model(ModelSpec(family="hinet-lite", weights="shipped:hinet-lite"))
+
+
 # ------------------------------------------------------------------------------ losses, lr
 
 
@@ -312,6 +334,25 @@ def test_training_lowers_the_loss_on_a_fixed_batch_and_writes_loadable_weights(p
     assert float(last["lr"]) == pytest.approx(2e-3)
     best = json.loads((result.out_dir / "best.json").read_text())
     assert best["iteration"] == 8 and best["val_psnr"] == pytest.approx(result.best_val_psnr)
+
+
+def test_a_run_states_the_validation_inputs_own_psnr(pool_dir, tmp_path, capsys):
+    """The level a model must beat: the degraded validation images scored as they are (not on resume)."""
+    import re
+
+    from zoo.metrics import psnr
+    from zoo.train.data import split_pool, training_pool, validation_set
+
+    config = config_from_dict(tiny_config(pool_dir, train={"iterations": 2, "ema_decay": None}))
+    train(config, tmp_path / "run", progress=False, stop_at=1)
+    said = re.search(r"validation input \(the degraded images as they are\): ([0-9.]+) dB", capsys.readouterr().err)
+    _, held_out = split_pool(training_pool(config.data), config.data.val_images, config.train.seed)
+    items = validation_set(held_out, degradation="gaussian:25", crop=32, size_multiple=1, seed=config.train.seed)
+    expected = np.mean([psnr(i.degraded.clamp(0, 1).unsqueeze(0), i.target.unsqueeze(0)) for i in items])
+    assert said and float(said.group(1)) == pytest.approx(expected, abs=0.006)
+    assert 14 < expected < 24  # sigma 25 on a clean image: about 20 dB
+    train(config, tmp_path / "run", progress=False, resume=True)
+    assert "validation input" not in capsys.readouterr().err
 
 
 def test_final_weights_load_through_the_registry(pool_dir, tmp_path):

@@ -661,6 +661,17 @@ class _Run:
         """The trained module without its DDP wrapper."""
         return getattr(self.train_model, "module", self.train_model) if self.dist.active else self.train_model
 
+    def validation_input_psnr(self) -> float | None:
+        """Mean PSNR (dB) of the degraded validation inputs themselves (clamped to [0, 1]), as
+        :meth:`validate` scores a model; None when input and target differ in size (super-resolution)."""
+        from zoo.metrics import psnr
+
+        if any(item.degraded.shape != item.target.shape for item in self.validation):
+            return None
+        scores = [psnr(item.degraded.float().clamp(0, 1).unsqueeze(0), item.target.unsqueeze(0))
+                  for item in self.validation]
+        return float(sum(scores) / len(scores))
+
     def validate(self, iteration: int) -> float:
         """Mean PSNR (dB, outputs clamped to [0, 1]) on the validation images; saves a new best.
 
@@ -732,6 +743,11 @@ class _Run:
                      f"({self.dist.world_size} process{'es' if self.dist.active else ''}, batch {dcfg.batch_size}, "
                      f"patch {dcfg.patch_size}{later}, {len(self.batches.images)} training / {len(self.validation)} "
                      f"validation images{precision}) -> {out_dir}")
+            if self.validation and not resumed:
+                baseline = self.validation_input_psnr()
+                if baseline is not None:
+                    self.say(f"validation input (the degraded images as they are): {baseline:.2f} dB, "
+                             "the level a model must beat")
             if progress:
                 self.bar = tqdm(total=tcfg.iterations, initial=start, desc=f"train {self.config.name}", unit="it",
                                 dynamic_ncols=True)
