@@ -84,10 +84,11 @@ def _suite(task: str) -> TaskSuite:
 
 
 def _models_of(suite: TaskSuite, names: list[str] | None) -> list:
-    """Cards taking part: the given names, else every non-zero-shot card of the task with weights."""
+    """Cards taking part: the given names (``[]``: none, a run of the references alone), else
+    (None) every non-zero-shot card of the task with weights."""
     from zoo.registry import get_card, list_models
 
-    if names:
+    if names is not None:
         cards = [get_card(name) for name in names]
         for card in cards:
             if card.task not in suite.model_tasks:
@@ -164,18 +165,92 @@ def _int8_digest(card, float_digest: str | None) -> str | None:
     return f"{float_digest}-qat{file_sha256(qat)[:8]}"
 
 
+#: Fields every cell of a benchmark file has (what resuming and the table read).
+_CELL_FIELDS = {"dataset": str, "degradation": str, "method": str, "precision": str, "kind": str, "images": list,
+                "complete": bool}
+
+
+def _json_kind(kind: type) -> str:
+    """A Python type as JSON names its values (``a string``, ``a list``, ...)."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a number",
+            float: "a number", type(None): "null"}.get(kind, kind.__name__)
+
+
+def _benchmark_file_problem(doc) -> str | None:
+    """What makes ``doc`` (a parsed benchmark JSON) unusable to resume from, or None when it is fine.
+
+    A file of another kind (an eval or results file) or of a newer zoo is refused by the caller
+    before this; here the structure the resume reads: ``settings`` (protocol values, selection
+    lists of names) and ``cells`` (objects with :data:`_CELL_FIELDS`, image rows as objects with
+    numbers or null for ``psnr``, ``ssim`` and ``seconds``).
+    """
+    settings = doc.get("settings")
+    if not isinstance(settings, dict):
+        return "settings is not an object"
+    for key in _SELECTION_KEYS:
+        values = settings.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+            return f"settings.{key} is not a list of names"
+    cells = doc.get("cells")
+    if not isinstance(cells, list):
+        return "cells is not a list"
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            return f"cells[{index}] is not an object"
+        for field, kind in _CELL_FIELDS.items():
+            if not isinstance(cell.get(field), kind):
+                return f"cells[{index}].{field} is {'missing' if field not in cell else 'not ' + _json_kind(kind)}"
+        for number, row in enumerate(cell["images"]):
+            if not isinstance(row, dict) or not isinstance(row.get("image"), str):
+                return f"cells[{index}].images[{number}] is not an object with an image name"
+            for key in ("psnr", "ssim", "seconds"):
+                value = row.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    return f"cells[{index}].images[{number}].{key} is not a number"
+    return None
+
+
+def _read_benchmark_file(path: Path, restart: bool) -> dict | None:
+    """The benchmark document at ``path`` to resume from (None: start a new one).
+
+    :class:`ZooError` for a file that is not valid JSON or is damaged, or was written by a newer
+    zoo (``--restart`` replaces those), and for any other JSON file, which even ``--restart`` does
+    not replace: an eval or results file at the path is someone's data, not a run to start over.
+    """
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        if restart:
+            return None
+        raise ZooError(f"{path} is not a readable benchmark file ({' '.join(str(err).split())})",
+                       "pass --restart to start over, or another --json path") from None
+    if not isinstance(doc, dict) or doc.get("format") != "zoo-benchmark":
+        kind = (f"format {doc['format']!r}" if isinstance(doc, dict) and isinstance(doc.get("format"), str)
+                else f"{_json_kind(type(doc))}, not an object" if not isinstance(doc, dict) else "no format field")
+        raise ZooError(f"{path} is not a zoo benchmark file ({kind}), and the benchmark would replace it",
+                       "pass another --json path (or move that file away)")
+    if restart:
+        return None
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > BENCHMARK_FORMAT:
+        raise ZooError(f"{path} was written by a newer zoo (benchmark format {version!r}, this zoo reads "
+                       f"{BENCHMARK_FORMAT})",
+                       "upgrade mobile-restoration-zoo, or pass --restart or another --json path")
+    problem = _benchmark_file_problem(doc)
+    if problem:
+        raise ZooError(f"{path} is a damaged benchmark file: {problem}",
+                       "pass --restart to start over, or another --json path")
+    return doc
+
+
 class _Store:
     """The results JSON, rewritten atomically after every image so that a rerun resumes."""
 
     def __init__(self, path: Path, settings: dict, restart: bool):
         self.path = path
-        previous = None
-        if path.is_file() and not restart:
-            try:
-                previous = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                raise ZooError(f"{path} is not a readable benchmark file ({err})",
-                               "pass --restart to start over, or another --json path") from err
+        previous = _read_benchmark_file(path, restart)
         if previous is not None:
             old = previous.get("settings") or {}
             differing = [key for key in _PROTOCOL_KEYS if old.get(key) != settings.get(key)]
@@ -267,8 +342,6 @@ def _int8_cell(store: _Store, cell: dict, card, route: str, dataset: str, spec: 
     from measure.check import run_check
     from zoo.quiet import c_stderr_filtered
 
-    if seed != 0:
-        raise ZooError("int8 rows are checked with seed 0 (zoo check's protocol)", "drop --seed or --int8")
     tile = card.tile or 256
     tile -= tile % card.size_multiple
     # The weights digest in the names: retrained weights get a new artifact and a new check.
@@ -303,7 +376,7 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
                   log: Callable[[str], None] | None = None) -> dict:
     """Run the quality benchmark of ``task``; returns the results document (also written to JSON).
 
-    ``models``: card names (default: every shipped model of the task); ``references``,
+    ``models``: card names (default None: every shipped model of the task; ``[]``: none); ``references``,
     ``degradations``, ``datasets``: subsets of the task's suite (default: all of it); ``limit``: the
     first N images of each set; ``int8``: also export and check each model's int8 XNNPACK
     artifact (in ``work_dir``). PSNR in dB, SSIM in [0, 1], seconds per image.
@@ -326,8 +399,15 @@ def run_benchmark(task: str, *, models: list[str] | None = None, references: lis
     # A bad spec, or a model named with --models that no spec would run, fails before any work
     # (the default models simply skip the specs of other scales).
     _check_scales(suite, cards if models else [], specs)
-    json_path = Path(json_path or Path("results") / f"benchmark_{suite.task}.json")
+    if int8 and seed != 0:  # before any cell is measured, not at the first int8 cell
+        raise ZooError("int8 rows are checked with seed 0 (zoo check's protocol)", "drop --seed or --int8")
+    from zoo.atomic import ensure_writable
+
+    json_path = ensure_writable(json_path or Path("results") / f"benchmark_{suite.task}.json", "benchmark file",
+                                fix="pass another --json path")
     work = Path(work_dir or json_path.parent / f"benchmark_{suite.task}_artifacts")
+    if int8:
+        ensure_writable(work, "int8 artifact folder", kind="folder", fix="pass another --work-dir")
     settings = {"task": suite.task, "datasets": sets, "degradations": specs, "references": reference_names,
                 "models": [card.name for card in cards], "int8": int8, "limit": limit, "seed": seed}
     store = _Store(json_path, settings, restart)
@@ -440,8 +520,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split(text: str | None, sep: str = ",") -> list[str] | None:
-    return [part.strip() for part in text.split(sep) if part.strip()] if text else None
+#: What each list option of ``zoo benchmark`` looks like (for the message of an empty one).
+_LIST_EXAMPLES = {"--models": "hinet-lite-s,hinet-lite", "--references": "input,wavelet",
+                  "--degradations": "gaussian:15;gaussian:25", "--datasets": "bsd68,set5"}
+
+
+def _split(text: str | None, option: str, sep: str = ",") -> list[str] | None:
+    """The names of a list option (None when it is not given); :class:`ZooError` when it is given
+    but names nothing (``--models ,``), which must not fall back to the default selection."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(sep) if part.strip()]
+    if not parts:
+        example = _LIST_EXAMPLES.get(option, "a,b")
+        raise ZooError(f"{option} {text!r} names nothing", f"list {'specs' if sep == ';' else 'names'} "
+                       f"separated by {sep!r} (e.g. {option} '{example}'), or leave {option} out for the default")
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.limit is not None and args.limit < 1:
             raise ZooError(f"--limit {args.limit} must be at least 1", "pass a positive number of images")
-        doc = run_benchmark(args.task, models=_split(args.models), references=_split(args.references),
-                            degradations=_split(args.degradations, ";"), datasets=_split(args.datasets),
+        doc = run_benchmark(args.task, models=_split(args.models, "--models"),
+                            references=_split(args.references, "--references"),
+                            degradations=_split(args.degradations, "--degradations", ";"),
+                            datasets=_split(args.datasets, "--datasets"),
                             data_root=args.data_root, limit=args.limit, seed=args.seed, int8=args.int8,
                             json_path=args.json, work_dir=args.work_dir, restart=args.restart,
                             progress=not args.quiet)

@@ -162,6 +162,100 @@ def test_benchmark_refuses_bad_requests(tmp_path):
     assert bm.main(["denoise", "--limit", "0", "--json", str(tmp_path / "y.json")]) == 2
 
 
+_BENCHMARK_KWARGS = dict(models=["hinet-lite-s"], references=["input"], degradations=["gaussian:25"], progress=False)
+
+
+def _bench_doc(**change) -> dict:
+    """A valid (empty) benchmark document of the _BENCHMARK_KWARGS protocol, ``change``d."""
+    doc = {"format": "zoo-benchmark", "format_version": bm.BENCHMARK_FORMAT,
+           "settings": {"task": "denoise", "datasets": ["x"], "degradations": ["gaussian:25"], "references": ["input"],
+                        "models": ["hinet-lite-s"], "int8": False, "limit": None, "seed": 0},
+           "cells": [{"dataset": "x", "degradation": "gaussian:25", "method": "input", "precision": "float",
+                      "kind": "reference", "images": [{"image": "p0", "psnr": 20.1, "ssim": 0.4, "seconds": 0.0}],
+                      "complete": False}], "complete": False}
+    doc.update(change)
+    return doc
+
+
+@pytest.mark.parametrize("content, words", [
+    ('{"format": "zoo-benchmark", "settings": {"task": "den', "is not a readable benchmark file (Unterminated string"),
+    ("", "is not a readable benchmark file (Expecting value"),
+    ("[1, 2, 3]", "is not a zoo benchmark file (a list, not an object)"),
+    ('{"model": "hinet-lite-s", "mean": {"psnr": 30.1}}', "is not a zoo benchmark file (no format field)"),
+    (json.dumps({"format": "zoo-results", "format_version": 1, "records": []}),
+     "is not a zoo benchmark file (format 'zoo-results')"),
+    (json.dumps(_bench_doc(format_version=99)), "was written by a newer zoo (benchmark format 99, this zoo reads 1)"),
+    (json.dumps(_bench_doc(settings=None)), "is a damaged benchmark file: settings is not an object"),
+    (json.dumps(_bench_doc(cells="x")), "is a damaged benchmark file: cells is not a list"),
+    (json.dumps(_bench_doc(cells=[{"dataset": "x"}])), "is a damaged benchmark file: cells[0].degradation is missing"),
+    (json.dumps(_bench_doc(settings=dict(_bench_doc()["settings"], datasets="bsd68"))),
+     "is a damaged benchmark file: settings.datasets is not a list of names"),
+    (json.dumps(_bench_doc(cells=[dict(_bench_doc()["cells"][0], images=[{"image": "p0", "psnr": "high"}])])),
+     "is a damaged benchmark file: cells[0].images[0].psnr is not a number"),
+], ids=["truncated", "empty", "list", "eval-output", "results-file", "newer", "no-settings", "cells-not-a-list",
+        "cell-without-fields", "settings-datasets-a-string", "psnr-a-string"])
+def test_a_file_at_the_json_path_that_cannot_be_resumed_is_refused_and_kept(tmp_path, monkeypatch, content, words):
+    """Before: a list or string raised AttributeError, a damaged cell KeyError/TypeError (tracebacks),
+    an eval file was called "a benchmark with other settings (task, limit, seed: None ...)", a
+    settings list given as a string was merged letter by letter into the file, a newer format
+    was resumed. Now one line, before any cell is measured, and the file is left as it was."""
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("a cell was measured before the file was refused")
+
+    monkeypatch.setattr(zoo.evaluate, "evaluate", must_not_measure)
+    monkeypatch.setattr(bm, "_reference_cell", must_not_measure)
+    path = tmp_path / "bench.json"
+    path.write_text(content)
+    with pytest.raises(ZooError) as caught:
+        bm.run_benchmark("denoise", datasets=["x"], json_path=path, **_BENCHMARK_KWARGS)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert path.read_text() == content
+
+
+def test_restart_replaces_only_benchmark_files(photos, tmp_path):
+    """--restart starts over from a broken or newer benchmark file, never from someone's other JSON."""
+    foreign = tmp_path / "eval.json"
+    foreign.write_text('{"model": "hinet-lite-s", "mean": {"psnr": 30.1}}')
+    with pytest.raises(ZooError, match=r"is not a zoo benchmark file \(no format field\), and the benchmark would "
+                                       r"replace it; pass another --json path"):
+        bm.run_benchmark("denoise", datasets=[str(photos)], json_path=foreign, restart=True, **_BENCHMARK_KWARGS)
+    assert foreign.read_text() == '{"model": "hinet-lite-s", "mean": {"psnr": 30.1}}'
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "zoo-benchmark", "cel')
+    doc = bm.run_benchmark("denoise", datasets=[str(photos)], json_path=broken, restart=True,
+                           **dict(_BENCHMARK_KWARGS, models=[]))  # references only: no model runs
+    assert doc["complete"] and json.loads(broken.read_text())["complete"]
+    assert [cell["method"] for cell in doc["cells"]] == ["input"] and len(doc["cells"][0]["images"]) == 3
+
+
+def test_benchmark_refuses_an_unwritable_json_an_empty_list_and_int8_seeds_before_measuring(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """Before: --json FOLDER measured the first image, then failed renaming the temporary file onto
+    the folder; --models , ran every model of the task; --int8 --seed 1 ran every reference and
+    float cell, then refused at the first int8 cell."""
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("a cell was measured before the request was refused")
+
+    monkeypatch.setattr(zoo.evaluate, "evaluate", must_not_measure)
+    monkeypatch.setattr(bm, "_reference_cell", must_not_measure)
+    folder = tmp_path / "bench.json"
+    folder.mkdir()
+    for argv, words in (
+        (["--json", str(folder)], f"cannot write benchmark file {folder}: it is a folder, not a file; pass another "
+                                  "--json path"),
+        (["--models", ",", "--json", str(tmp_path / "b.json")],
+         "--models ',' names nothing; list names separated by ',' (e.g. --models 'hinet-lite-s,hinet-lite'), or "
+         "leave --models out for the default"),
+        (["--degradations", " ; ", "--json", str(tmp_path / "b.json")], "--degradations ' ; ' names nothing"),
+        (["--int8", "--seed", "1", "--json", str(tmp_path / "b.json")],
+         "int8 rows are checked with seed 0 (zoo check's protocol); drop --seed or --int8"),
+    ):
+        assert bm.main(["denoise", "--references", "input", "--quiet", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"zoo: error: {words}" or (err.startswith(f"zoo: error: {words}") and "\n" not in err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+
+
 def test_deconvolution_settings_follow_the_blur_noise_and_jpeg():
     settings = classical.DECONVOLUTION_SETTINGS
     assert classical.deconvolution_settings(parse_degradation("motion-blur")) is settings[(0.0, None)]
