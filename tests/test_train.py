@@ -424,6 +424,84 @@ def test_resume_refuses_another_model_and_a_used_folder(pool_dir, tmp_path):
         train(config, tmp_path / "empty", resume=True, progress=False)
 
 
+def _damaged_checkpoints(run: Path) -> dict:
+    """name -> (damage(run folder), words of the refusal) for the checkpoint a tiny run stopped at 2."""
+    folder = run / "checkpoints" / "iter_00000002"
+    state = folder / "state.pt"
+    latest = run / "checkpoints" / "latest.json"
+
+    def saved(change):
+        def damage():
+            data = torch.load(state, weights_only=True)
+            torch.save(change(data), state)
+        return damage
+
+    return {
+        "empty-state": (lambda: state.write_bytes(b""), "state.pt cannot be read safely: it is truncated, corrupt or "
+                                                       "holds more than tensors and numbers (it is empty)"),
+        "truncated-state": (lambda: state.write_bytes(state.read_bytes()[:3000]), "state.pt cannot be read safely"),
+        "state-a-list": (saved(lambda data: [1, 2]), "state.pt holds a list, not a zoo training checkpoint"),
+        "state-incomplete": (saved(lambda data: {"format": 1, "iteration": 2}),
+                             "state.pt lacks model, layout, optimizer, objective, rng, sampler, config"),
+        "state-another-format": (saved(lambda data: dict(data, format=7)),
+                                 "iter_00000002 was written by another version of the trainer (checkpoint format 7"),
+        "distill-state": (saved(lambda data: dict(data, objective={"distill_adapters": {}})),
+                          "holds state for distill_adapters, which this run does not train"),
+        "truncated-weights": (lambda: (folder / "weights.safetensors").write_bytes(b"\x10\x00"),
+                              "weights.safetensors is not a readable safetensors file"),
+        "latest-a-list": (lambda: latest.write_text("[1]"), "latest.json is damaged; point it at an intact checkpoint"),
+        "latest-path-a-number": (lambda: latest.write_text('{"path": 5}'),
+                                 "latest.json is damaged: its path 5 is not a checkpoint folder name"),
+        "latest-path-outside": (lambda: latest.write_text('{"path": "../../elsewhere"}'),
+                                "its path '../../elsewhere' is not a checkpoint folder name"),
+    }
+
+
+@pytest.mark.parametrize("damage", ["empty-state", "truncated-state", "state-a-list", "state-incomplete",
+                                    "state-another-format", "distill-state", "truncated-weights", "latest-a-list",
+                                    "latest-path-a-number", "latest-path-outside"])
+def test_resume_from_a_damaged_checkpoint_is_one_line(pool_dir, tmp_path, damage):
+    """Before: an empty state.pt raised IndexError while the message was built, a state.pt without
+    the trainer's entries KeyError/AttributeError, a latest.json that is a list or names a number
+    TypeError, and a zoo distill checkpoint resumed by zoo train failed in the optimizer with
+    ValueError (tracebacks). The run folder is left as it was."""
+    config = config_from_dict(tiny_config(pool_dir))
+    run = tmp_path / "run"
+    train(config, run, stop_at=2, progress=False)
+    change, words = _damaged_checkpoints(run)[damage]
+    change()
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(ZooError) as caught:
+        train(config, run, resume=True, progress=False)
+    assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    assert caught.value.fix
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_resume_takes_a_state_file_and_names_a_bad_stop_at(pool_dir, tmp_path, capsys):
+    from zoo.train import main
+
+    config = config_from_dict(tiny_config(pool_dir))
+    run = tmp_path / "run"
+    train(config, run, stop_at=2, progress=False)
+    state = run / "checkpoints" / "iter_00000002" / "state.pt"
+    with pytest.raises(ZooError, match=r"--stop-at 2 is not after the checkpoint iteration 2; pass a --stop-at from "
+                                       r"3 to train\.iterations \(4\), or leave it out"):
+        # before: "no checkpoint in .../state.pt/checkpoints"
+        train(config, run, resume=state, stop_at=2, progress=False)
+    with pytest.raises(ZooError, match=r"weights\.safetensors: a file, not a run or checkpoint folder; pass the run "
+                                       r"folder"):
+        train(config, run, resume=state.parent / "weights.safetensors", progress=False)
+    assert train(config, run, resume=state, stop_at=3, progress=False).losses  # iteration 3 only
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(pool_dir)))
+    capsys.readouterr()
+    assert main([str(path), "--out", str(tmp_path / "fresh"), "--stop-at", "0", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("zoo: error: --stop-at 0 is not an iteration; pass a positive "
+                                               "iteration, e.g. --stop-at 1000")
+    assert not (tmp_path / "fresh").exists()
+
+
 class _NaNAt(TaskObjective):
     """The task loss, but NaN from call ``at`` on (a diverging run)."""
 

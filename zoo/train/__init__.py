@@ -49,6 +49,9 @@ def run(args: argparse.Namespace, *, distill: bool = False, phases: dict | None 
     from zoo.errors import ZooError
     from zoo.train.config import load_config
 
+    if args.stop_at is not None and args.stop_at < 1:  # before the config, data and model are read
+        raise ZooError(f"--stop-at {args.stop_at} is not an iteration",
+                       "pass a positive iteration, e.g. --stop-at 1000")
     config = load_config(args.config, args.overrides)
     if distill:
         from zoo.train.distill import distill as run_distill

@@ -76,13 +76,39 @@ def _write_state(state: dict, path: Path) -> None:
     torch.save(state, path)
 
 
+#: Entries of ``state.pt`` that a resume reads, and their types (see ``_Run.training_state``).
+STATE_FIELDS = {"iteration": int, "model": str, "layout": str, "optimizer": dict, "objective": dict, "rng": dict,
+                "sampler": dict, "config": dict}
+_STATE_FIX = ("resume from an intact checkpoint (point latest.json at an older one, or pass --resume "
+              "OUT/checkpoints/iter_N)")
+
+
 def read_state(path: Path) -> dict:
-    """The training state in ``path``, loaded safely (tensors, dicts, lists and numbers only)."""
+    """The training state in ``path``, loaded safely (tensors, dicts, lists and numbers only).
+
+    :class:`ZooError` when the file cannot be read (empty, truncated, corrupt, holding objects
+    other than tensors and numbers), was written by another checkpoint format, or lacks an entry
+    of :data:`STATE_FIELDS` (a ``state.pt`` that is not a zoo training checkpoint)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ZooError(f"training state {path} cannot be read safely ({str(err).splitlines()[0][:200]})",
-                       "resume from an intact checkpoint (point latest.json at an older one)") from err
+        reason = "it is empty" if path.is_file() and path.stat().st_size == 0 else \
+            (str(err).strip() or type(err).__name__).splitlines()[0][:200]
+        raise ZooError(f"training state {path} cannot be read safely: it is truncated, corrupt or holds more than "
+                       f"tensors and numbers ({reason})", _STATE_FIX) from err
+    if not isinstance(state, dict):
+        raise ZooError(f"training state {path} holds a {type(state).__name__}, not a zoo training checkpoint",
+                       _STATE_FIX)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ZooError(f"{path.parent} was written by another version of the trainer "
+                       f"(checkpoint format {state.get('format')!r}, this one reads {CHECKPOINT_FORMAT})",
+                       "start a new run (--out NEW_FOLDER)")
+    damaged = [key for key, kind in STATE_FIELDS.items()
+               if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    if damaged:
+        raise ZooError(f"training state {path} lacks {', '.join(damaged)} (or holds something else there): it is "
+                       "not a complete zoo training checkpoint", _STATE_FIX)
+    return state
 
 
 def format_config_change(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -108,10 +134,14 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     pointer = Path(out_dir) / CHECKPOINTS / LATEST
     if not pointer.is_file():
         return None
+    fix = 'point it at an intact checkpoint folder ({"path": "iter_NNNNNNNN"}) or delete it'
     try:
-        name = json.loads(pointer.read_text())["path"]
-    except (ValueError, KeyError) as err:
-        raise ZooError(f"{pointer} is damaged", "point it at an intact checkpoint folder or delete it") from err
+        name = json.loads(pointer.read_text(encoding="utf-8"))["path"]
+    except (ValueError, KeyError, TypeError, IndexError) as err:  # not JSON, not an object, no path
+        raise ZooError(f"{pointer} is damaged", fix) from err
+    # A folder name beside latest.json, as save_checkpoint writes it; never a path out of checkpoints/.
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ZooError(f"{pointer} is damaged: its path {name!r} is not a checkpoint folder name", fix)
     folder = pointer.parent / name
     if not (folder / STATE_FILE).is_file():
         raise ZooError(f"{pointer} names {folder}, which holds no {STATE_FILE}",
@@ -163,6 +193,12 @@ def resume_source(out_dir: Path, resume: bool | str | Path) -> Path | None:
                            "pass --resume to continue it, or --out NEW_FOLDER")
         return None
     source = out_dir if resume is True else Path(resume)
+    if source.is_file():  # --resume OUT/checkpoints/iter_N/state.pt: its checkpoint folder
+        if source.name != STATE_FILE:
+            raise ZooError(f"--resume {source}: a file, not a run or checkpoint folder",
+                           f"pass the run folder (--resume with --out OUT) or a checkpoint folder "
+                           f"OUT/{CHECKPOINTS}/iter_N")
+        source = source.parent
     folder = source if (source / STATE_FILE).is_file() else latest_checkpoint(source)
     if folder is None:
         raise ZooError(f"--resume: no checkpoint in {source / CHECKPOINTS}", "run without --resume to start afresh")

@@ -276,7 +276,9 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, *, resume
         start = run.restore(resume_dir) if resume_dir is not None else 0
         stop = config.train.iterations if stop_at is None else min(stop_at, config.train.iterations)
         if stop <= start:
-            raise ZooError(f"stop_at {stop_at} is not after the start iteration {start}", "pass a larger --stop-at")
+            raise ZooError(f"--stop-at {stop_at} is not after the {'checkpoint' if start else 'start'} iteration "
+                           f"{start}", f"pass a --stop-at from {start + 1} to train.iterations "
+                           f"({config.train.iterations}), or leave it out to finish the run")
         return run.loop(start, stop, progress, resumed=resume_dir is not None)
     finally:
         close_distributed(dist_state)
@@ -508,18 +510,29 @@ class _Run:
         """Load checkpoint ``folder`` into this run; returns the iteration to continue from."""
         from zoo.checkpoints import load_weights, read_state_dict
 
-        saved = read_state(folder / STATE_FILE)
-        if saved.get("format") != CHECKPOINT_FORMAT:
-            raise ZooError(f"{folder} was written by another version of the trainer", "start a new run")
+        saved = read_state(folder / STATE_FILE)  # a complete checkpoint of this format, or a ZooError
         if saved["model"] != self.identity or saved["layout"] != layout_digest(self.model):
             raise ZooError(f"checkpoint {folder} was trained for model {saved['model']} but this config "
                            f"builds {self.identity}", "resume with the config of that run, or train into another --out")
-        load_weights(self.model, read_state_dict(folder / WEIGHTS_FILE))
+        strangers = sorted(set(saved["objective"]) - set(self.extra_modules))
+        if strangers:  # e.g. a zoo distill run's adapters, resumed by zoo train: its optimizer differs too
+            raise ZooError(f"checkpoint {folder} holds state for {', '.join(strangers)}, which this run does not "
+                           "train (a zoo distill checkpoint resumed by zoo train?)",
+                           "resume it with the command and config of that run")
+
+        def weights_of(name: str) -> dict:
+            try:
+                return read_state_dict(folder / name)
+            except ZooError as err:  # truncated or corrupt: an older checkpoint may be intact
+                raise ZooError(err.problem, "resume from an intact checkpoint (point latest.json at an older one, "
+                                            "or pass --resume OUT/checkpoints/iter_N)") from None
+
+        load_weights(self.model, weights_of(WEIGHTS_FILE))
         if self.ema is not None:
             if not (folder / EMA_FILE).is_file():
                 raise ZooError(f"checkpoint {folder} has no EMA weights but train.ema_decay is set",
                                "resume with train.ema_decay: null, or start a new run")
-            load_weights(self.ema.module, read_state_dict(folder / EMA_FILE))
+            load_weights(self.ema.module, weights_of(EMA_FILE))
         for name, module in self.extra_modules.items():
             if name not in saved["objective"]:
                 raise ZooError(f"checkpoint {folder} has no state for {name}", "resume with the config of that run")
@@ -531,7 +544,11 @@ class _Run:
                                "but this config has no such section", "resume with the config of that run")
             self.enter_phase(int(saved["iteration"]), restoring=True)
             self.phase.load_state_dict(phase_state["state"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError, TypeError) as err:  # other parameter groups or sizes
+            raise ZooError(f"checkpoint {folder}: its optimizer state does not fit this run "
+                           f"({' '.join(str(err).split())[:200]})", "resume with the config of that run") from None
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
@@ -539,7 +556,7 @@ class _Run:
         self.best_psnr = saved.get("best_val_psnr")
         self.last_checkpoint = start
         sampler = saved["sampler"]
-        if sampler["pool_digest"] != self.pool_digest or sampler["global_batch"] != self.dcfg.batch_size:
+        if sampler.get("pool_digest") != self.pool_digest or sampler.get("global_batch") != self.dcfg.batch_size:
             self.say("the training images or batch size differ from the checkpoint's: the run continues, "
                      "but not bit for bit as the original would have")
         changes = format_config_change(saved["config"], self.config_dict)
