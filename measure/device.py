@@ -10,8 +10,9 @@ The contract with the app is docs/device.md. Every adb call goes through an inje
 by the zoo's authors (see docs/device.md).
 
 ``zoo device import FILE... [--store DIR]``: validates each file (a :class:`ZooError` names the
-first bad field) and copies it atomically into the store (default ``<results>/devices`` with
-``<results>`` = ``$ZOO_RESULTS`` or ``results``), named ``<host>_<model>_<sha256 prefix>.json``.
+first bad field; records must be of zoo models and export targets) and copies it atomically into
+the store (default ``<results>/devices`` with ``<results>`` = ``$ZOO_RESULTS`` or ``results``),
+named ``<host>_<model>_<sha256 prefix>.json``; nothing is stored when any file is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from measure.measured import (SHA_PREFIX, artifact_key, artifact_label, input_te
 from zoo.errors import ZooError
 
 __all__ = ["PACKAGE", "ACTIVITY", "DEVICE_ROOT", "RunResult", "subprocess_runner", "Adb", "find_adb",
-           "run_android", "import_results", "store_name", "summary_lines", "main"]
+           "run_android", "record_problems", "read_importable", "import_results", "store_name", "summary_lines",
+           "main"]
 
 #: Android application id of android_demo and its benchmark activity (am start -n form).
 PACKAGE = "org.restorationzoo.demo"
@@ -212,12 +214,12 @@ def run_android(artifact: str | Path, *, adb: Adb, serial: str | None = None,
     """
     from tqdm import tqdm
 
-    from measure.results import read_results
     from export_mobile.runners import verify_artifact
 
     if runs < 1 or warmup < 0:
         raise ZooError("--runs must be >= 1 and --warmup >= 0", "pass e.g. --runs 20 --warmup 3")
     manifest, artifact_file = verify_artifact(artifact)
+    _store_folder(store)  # before the phone is asked for anything
     if artifact_file.is_dir():
         raise ZooError(f"{artifact_file.name} is a folder ({manifest['target']}); the Android demo runs "
                        "ExecuTorch .pte, LiteRT .tflite or ONNX files", "export for an Android target")
@@ -255,7 +257,12 @@ def run_android(artifact: str | Path, *, adb: Adb, serial: str | None = None,
                            f"fix the cause; the run folder {folder} is left on the phone for inspection")
         local = work / RESULTS_NAME
         adb.run("pull", f"{folder}/{RESULTS_NAME}", str(local))
-        doc = read_results(local)
+        # Checked whole before the run folder on the phone is removed: refused results stay there.
+        try:
+            doc = read_importable(local)
+        except ZooError as err:  # named as the file on the phone, not the temporary copy
+            raise ZooError(err.problem.replace(str(local), f"{serial}:{folder}/{RESULTS_NAME}"),
+                           f"{err.fix}; the run folder is left on the phone") from None
         for index, record in enumerate(doc["records"]):
             ran = (record.get("artifact") or {}).get("sha256")
             if ran != sha256:
@@ -276,16 +283,69 @@ def store_name(doc: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") + ".json"
 
 
-def import_results(path: str | Path, *, store: str | Path | None = None) -> list[Path]:
-    """Validate results file ``path`` and copy it into ``store`` (default ``<results root>/devices``),
-    atomically; returns ``[stored path]``. A file already stored unchanged is not copied again; a
-    different file of the same host, model and artifact gets the document's creation time appended."""
+def record_problems(doc: dict) -> list[str]:
+    """What the results schema cannot see but the store must not take: each record's ``model`` is a
+    zoo model (``zoo list``), its ``task`` and ``scale`` (when given) are that model's, and its
+    ``artifact.target`` is an export target (or ``pt2e-<recipe>``, a .pt2 that zoo check ran).
+    Returns ``"records[i].field: ..."`` lines, empty when the document is fine."""
+    from export_mobile.targets import target_names
+    from measure.pt2e import TARGET_PREFIX
+    from zoo.registry import get_card
+
+    problems = []
+    targets = target_names()
+    for index, record in enumerate(doc["records"]):
+        field = f"records[{index}]"
+        try:
+            card = get_card(record["model"])
+        except ZooError:
+            problems.append(f"{field}.model: {record['model']!r} is not a zoo model (zoo list shows them)")
+            continue
+        if record.get("task") is not None and record["task"] != card.task:
+            problems.append(f"{field}.task: {record['task']!r}, but {card.name} is a {card.task} model")
+        if record.get("scale") is not None and record["scale"] != card.scale:
+            problems.append(f"{field}.scale: {record['scale']}, but {card.name} upscales x{card.scale}")
+        target = (record.get("artifact") or {}).get("target")
+        if target is not None and target not in targets and not target.startswith(TARGET_PREFIX):
+            problems.append(f"{field}.artifact.target: {target!r} is not an export target "
+                            f"({', '.join(targets)})")
+    return problems
+
+
+def read_importable(path: str | Path) -> dict:
+    """Read results file ``path`` for the store: valid against the schema
+    (:func:`measure.results.read_results`) and of zoo models and export targets
+    (:func:`record_problems`); :class:`ZooError` naming the file and the first bad field."""
     from measure.results import read_results
+
+    doc = read_results(path)
+    problems = record_problems(doc)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ZooError(f"{path} cannot go into the results store: field {problems[0]}{more}",
+                       "import the results of an artifact that zoo export made from a zoo model "
+                       "(the app copies model, task and target from its manifest.json)")
+    return doc
+
+
+def _store_folder(store: str | Path | None) -> Path:
+    """The results store folder (default ``<results root>/devices``), checked to be writable."""
+    from zoo.atomic import ensure_writable
+
+    return ensure_writable(Path(store) if store else results_root() / "devices", "results store", kind="folder",
+                           fix="pass another --store folder")
+
+
+def import_results(path: str | Path, *, store: str | Path | None = None) -> list[Path]:
+    """Validate results file ``path`` (:func:`read_importable`) and copy it into ``store``
+    (default ``<results root>/devices``), atomically; returns ``[stored path]``. A file already
+    stored unchanged is not copied again; a different file of the same host, model and artifact
+    gets the document's creation time appended."""
     from zoo.atomic import atomic_path
 
     path = Path(path)
-    doc = read_results(path)
-    folder = Path(store) if store else results_root() / "devices"
+    doc = read_importable(path)
+    folder = _store_folder(store)
     target = folder / store_name(doc)
     data = path.read_bytes()
     if target.is_file() and target.read_bytes() != data:
@@ -349,6 +409,11 @@ def main(argv: Sequence[str] | None = None, *, runner: Runner | None = None) -> 
 
     args = build_parser().parse_args(argv)
     if args.action == "import":
+        # Every file is checked, and the store, before the first is stored: a bad file among good
+        # ones stores nothing (the fix, then the same command again, stores them all once).
+        for file in args.files:
+            read_importable(file)
+        _store_folder(args.store)
         stored = [(file, import_results(file, store=args.store)[0]) for file in args.files]
     else:
         adb = Adb(find_adb(args.adb), runner or subprocess_runner)

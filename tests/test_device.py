@@ -275,3 +275,63 @@ def test_import_refuses_an_invalid_file_naming_the_field(tmp_path):
     with pytest.raises(ZooError, match=r"records\[0\]\.latency_ms\.median"):
         dv.main(["import", str(GOLDEN / "invalid" / "negative-median.json"), "--store", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def _golden_with(tmp_path: Path, name: str, change) -> Path:
+    """The golden Android results file with ``change(record)`` applied, written as ``name``."""
+    doc = json.loads((GOLDEN / "android-executorch-xnnpack-int8.json").read_text())
+    change(doc["records"][0])
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _cli(argv) -> int:
+    from zoo_cli.main import main
+
+    return main(argv)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r: r.update(model="nope-model"), "field records[0].model: 'nope-model' is not a zoo model"),
+    (lambda r: r.update(task="super-resolution"),
+     "field records[0].task: 'super-resolution', but hinet-lite is a denoise model"),
+    (lambda r: r.update(scale=2), "field records[0].scale: 2, but hinet-lite upscales x1"),
+    (lambda r: r["artifact"].update(target="executorch-nope"),
+     "field records[0].artifact.target: 'executorch-nope' is not an export target (executorch-xnnpack, "),
+], ids=["unknown-model", "task-of-another-model", "scale-of-another-model", "unknown-target"])
+def test_import_refuses_results_of_a_model_or_target_the_zoo_does_not_have(tmp_path, capsys, change, words):
+    """Before: stored as Pixel-8_nope-model_....json, exit 0; `zoo report` then showed a model no
+    card has. Now nothing of the command is stored when one of its files is refused."""
+    bad = _golden_with(tmp_path, "bad.json", change)
+    store = tmp_path / "store"
+    assert _cli(["device", "import", str(GOLDEN / "ios-coreml-fp16.json"), str(bad), "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"zoo: error: {bad} cannot go into the results store: {words}") and "\n" not in err, err
+    assert not store.exists()  # the good file given first was not stored either
+
+
+def test_import_takes_a_pt2e_record_and_refuses_a_store_that_is_a_file(tmp_path, capsys):
+    pt2e = _golden_with(tmp_path, "pt2e.json", lambda r: r["artifact"].update(target="pt2e-xnnpack"))
+    assert _cli(["device", "import", str(pt2e), "--store", str(tmp_path / "store")]) == 0
+    capsys.readouterr()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    assert _cli(["device", "import", str(pt2e), "--store", str(blocker)]) == 2
+    assert capsys.readouterr().err.strip() == (f"zoo: error: cannot write results store {blocker}: it exists and is "
+                                               "not a folder; pass another --store folder")
+
+
+def test_refused_phone_results_stay_on_the_phone(export_dir, images, tmp_path):
+    """Before: the app's results.json of an unknown model was pulled into a temporary folder, the
+    run folder on the phone removed, and only then refused: the phone's measurement was gone."""
+    doc = json.loads(_phone_results(export_dir))
+    doc["records"][0]["model"] = "nope-model"
+    phone = FakePhone(json.dumps(doc))
+    adb = dv.Adb("adb", phone)
+    with pytest.raises(ZooError, match=r"^R5CT1234ABC:/sdcard/Android/data/org\.restorationzoo\.demo/files/bench/"
+                                       r".*/results\.json cannot go into the results store: field records\[0\]\.model"
+                                       r".*; the run folder is left on the phone$"):
+        dv.run_android(export_dir, adb=adb, store=tmp_path / "store", images=[images], poll=0, sleep=lambda s: None)
+    assert not any(call[3:6] == ["shell", "rm", "-rf"] for call in adb.calls)
+    assert not (tmp_path / "store").exists()
