@@ -331,7 +331,7 @@ def pack_qat_state(source: str | Path, output: str | Path, *, model_name: str | 
     ``_qat_<recipe>``). ``model_name`` / ``recipe``: when given, the state must be of that model
     and recipe. Returns ``{"path", "model", "recipe", "bytes",
     "provenance"}``. :class:`ZooError` for a run without the file, a mismatch, a weight outside
-    the float16 range, or an existing output.
+    the float16 range, an existing output, or an output that is the source itself.
     """
     source = Path(source).expanduser()
     path = source / QUANTIZED_STATE if source.is_dir() else source
@@ -342,6 +342,10 @@ def pack_qat_state(source: str | Path, output: str | Path, *, model_name: str | 
     if output.suffix != ".safetensors":
         raise ZooError(f"the packed QAT state is a .safetensors file, got {output.name}",
                        "name the output FILE.safetensors (e.g. zoo/weights/<weights stem>_qat_<recipe>.safetensors)")
+    if output.exists() and path.exists() and output.resolve() == path.resolve():  # --overwrite or not
+        raise ZooError(f"-o {output} is the QAT state being packed: packing would replace its float32 weights "
+                       "by float16 ones", "write the packed file elsewhere (zoo/weights/<weights stem>_qat_<recipe>"
+                       ".safetensors)")
     if output.exists() and not overwrite:
         raise ZooError(f"{output} already exists", "pass --overwrite or choose another -o")
     state = read_qat_state(path)

@@ -234,6 +234,39 @@ def test_animated_gif_says_only_the_first_frame_is_used(tmp_path):
     assert still.frames == 1 and still.notes == []
 
 
+def test_every_bad_input_is_named_and_nothing_is_written(tmp_path, capsys):
+    """A folder with good and bad files: the whole command is refused before it writes anything (as
+    docs/bad_inputs.md says), and the one line names every bad file, not only the first (a user
+    fixing them one run at a time found the next only after rerunning)."""
+    from zoo_cli.main import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(SEEDS["rgb.png"])
+    (folder / "b.png").write_bytes(b"")
+    (folder / "c.jpg").write_bytes(SEEDS["baseline.jpg"][:200])
+    (folder / "d.png").write_bytes(SEEDS["rgb.png"])
+    Image.fromarray(np.zeros((4, 4), np.float32)).save(folder / "e.tif")
+    out = tmp_path / "out"
+    assert main(["restore", "hinet-lite-s", str(folder), "-o", f"{out}/", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"zoo: error: {folder / 'b.png'} is not an image file Pillow can read (and 2 more of the 5 inputs "
+                   f"cannot be read: {folder / 'c.jpg'}, {folder / 'e.tif'}); pass a PNG, JPEG, TIFF, BMP or WebP "
+                   "image; nothing was written")
+    assert not out.exists()
+
+
+def test_two_inputs_for_one_output_are_named(tmp_path):
+    """``y.png`` and ``y.bmp`` both become ``y.png`` (a .bmp is written as PNG): the refusal names them."""
+    from zoo.inference import plan_outputs
+
+    (tmp_path / "y.png").write_bytes(SEEDS["rgb.png"])
+    (tmp_path / "y.bmp").write_bytes(SEEDS["plain.bmp"])
+    with pytest.raises(ZooError, match=rf"^{tmp_path / 'y.bmp'} and {tmp_path / 'y.png'} would both be written to "
+                                       rf"{tmp_path / 'out' / 'y.png'}; restore them in separate runs or rename one$"):
+        plan_outputs([tmp_path], f"{tmp_path / 'out'}/", overwrite=False)
+
+
 def test_a_bad_input_among_good_ones_writes_nothing(tmp_path):
     """zoo restore / zoo run read every input before writing the first output."""
     from zoo.inference import restore_image_files
@@ -245,3 +278,15 @@ def test_a_bad_input_among_good_ones_writes_nothing(tmp_path):
         restore_image_files([tmp_path / "good.png", tmp_path / "bad.jpg"], [out / "good.png", out / "bad.png"],
                             lambda image: image)
     assert not out.exists()
+
+
+def test_pixel_kinds_the_zoo_does_not_read_name_the_file(tmp_path):
+    """A 32-bit float TIFF said "32-bit floating-point images are not supported" without naming the
+    file (in a folder of inputs, which one?); a 32-bit integer one outside 0..65535 the same."""
+    Image.fromarray(np.random.default_rng(0).random((6, 5), dtype=np.float32)).save(tmp_path / "float.tif")
+    Image.fromarray(np.full((6, 5), 70_000, dtype=np.int32)).save(tmp_path / "wide.tif")
+    for name, words in (("float.tif", "holds 32-bit floating-point pixels, which the zoo does not read"),
+                        ("wide.tif", "holds 32-bit integer pixels outside 0..65535, which the zoo does not read")):
+        error = _check_contract(tmp_path / name)
+        assert isinstance(error, ZooError) and error.problem == f"{tmp_path / name} {words}", error
+        assert error.fix == "save the image as an 8- or 16-bit PNG"

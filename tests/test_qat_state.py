@@ -132,6 +132,21 @@ def test_packed_state_is_float16_and_stays_close(qat_run, tmp_path):
         pack_qat_state(tmp_path / "ship", tmp_path / "x.safetensors")
 
 
+def test_packing_over_its_own_source_is_refused(tmp_path):
+    """`zoo quantize M --pack RUN -o RUN/quantized_state.safetensors --overwrite` replaced the run's
+    float32 state by the float16 packing of it (the run's own file, lost). Refused before reading."""
+    from quantize.qat_state import QUANTIZED_STATE, pack_qat_state
+
+    run = tmp_path / "run"
+    run.mkdir()
+    state = run / QUANTIZED_STATE
+    state.write_bytes(b"the run's float32 state")
+    for source in (run, state, tmp_path / "." / "run" / QUANTIZED_STATE):
+        with pytest.raises(ZooError, match=r"is the QAT state being packed: packing would replace its float32 weights"):
+            pack_qat_state(source, state, overwrite=True)
+    assert state.read_bytes() == b"the run's float32 state"
+
+
 def test_mismatching_or_damaged_state_is_refused(qat_run, tmp_path):
     from quantize.qat_state import read_qat_state, rebuild_qat_model
     from zoo.checkpoints import save_weights

@@ -131,14 +131,39 @@ def plan_outputs(inputs: Sequence[str | Path], output: str | Path, *, overwrite:
                            f"give a folder with -o, e.g. -o {output.with_suffix('')}/")
         ensure_writable(output, "output file", fix="choose another -o")
         targets = [output]
-    if len(set(targets)) != len(targets):
-        raise ZooError("two inputs have the same file name and would overwrite each other's output",
-                       "restore them in separate runs or rename one")
+    first_input: dict[Path, Path] = {}
+    for source, target in zip(files, targets):
+        if target in first_input:
+            raise ZooError(f"{first_input[target]} and {source} would both be written to {target}",
+                           "restore them in separate runs or rename one")
+        first_input[target] = source
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise ZooError(f"output exists: {', '.join(existing[:3])}" + (" ..." if len(existing) > 3 else ""),
                        "pass --overwrite to replace it or choose another -o")
     return targets
+
+
+def _read_all(files: Sequence[Path]) -> list:
+    """:func:`zoo.data.io.read_image` of every file; one :class:`ZooError` naming every file that
+    cannot be read (the first one's message, then the others), so one run shows them all."""
+    from zoo.data.io import read_image
+
+    loaded, failed = [], []
+    for path in files:
+        try:
+            loaded.append(read_image(path))
+        except ZooError as err:
+            failed.append((path, err))
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        first = failed[0][1]
+        others = ", ".join(str(path) for path, _ in failed[1:4]) + (f" and {len(failed) - 4} more"
+                                                                   if len(failed) > 4 else "")
+        raise ZooError(f"{first.problem} (and {len(failed) - 1} more of the {len(files)} inputs cannot be read: "
+                       f"{others})", f"{first.fix}; nothing was written")
+    return loaded
 
 
 def restore_image_files(inputs: Sequence[str | Path], targets: Sequence[Path],
@@ -157,9 +182,9 @@ def restore_image_files(inputs: Sequence[str | Path], targets: Sequence[Path],
     restore's ``seconds``, ``notes`` (what reading the file found worth telling, e.g. "only the
     first of 3 frames is used") when there are any, plus what ``details()`` returns after each image.
     """
-    from zoo.data.io import read_image, write_image
+    from zoo.data.io import write_image
 
-    loaded = [read_image(p) for p in input_images(inputs)]  # fail on a bad input before anything is written
+    loaded = _read_all(input_images(inputs))  # fail on a bad input before anything is written
     for image, target in zip(loaded, targets):
         if image.alpha is not None and target.suffix.lower() in (".jpg", ".jpeg"):
             raise ZooError(f"{image.path} has an alpha channel that JPEG output {target} cannot keep",

@@ -297,7 +297,7 @@ def _decode(path: Path, opened: Image.Image) -> LoadedImage:
         mode = "LA" if grey else mode
     else:
         upright = ImageOps.exif_transpose(opened)
-        pixels, alpha, bit_depth, grey, cmyk = _pixels_of(upright, icc_profile)
+        pixels, alpha, bit_depth, grey, cmyk = _pixels_of(upright, icc_profile, path)
         if cmyk:
             icc_profile = None
     if grey:
@@ -351,9 +351,10 @@ def _decode_16bit_colour(path: Path, opened: Image.Image, rawmode: str) -> tuple
 
 
 def _pixels_of(
-    image: Image.Image, icc_profile: bytes | None
+    image: Image.Image, icc_profile: bytes | None, path: Path
 ) -> tuple[np.ndarray, np.ndarray | None, int, bool, bool]:
-    """(H, W, 3) integer pixels, (H, W) alpha or None, bit depth, is_grey, was_cmyk."""
+    """(H, W, 3) integer pixels, (H, W) alpha or None, bit depth, is_grey, was_cmyk; ``path``
+    names the file in the :class:`ZooError` of a kind of pixels the zoo does not read."""
     mode = image.mode
     grey = mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16")
     cmyk = mode == "CMYK"
@@ -371,7 +372,7 @@ def _pixels_of(
         image = _cmyk_to_rgb(image, icc_profile)
     elif mode == "F":
         raise ZooError(
-            "32-bit floating-point images are not supported",
+            f"{path} holds 32-bit floating-point pixels, which the zoo does not read",
             "save the image as an 8- or 16-bit PNG",
         )
     elif mode not in ("L", "LA", "RGB", "RGBA", "I") and not mode.startswith("I;16"):
@@ -382,7 +383,7 @@ def _pixels_of(
         values = np.asarray(image).astype(np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise ZooError(
-                "32-bit integer images with values outside 0..65535 are not supported",
+                f"{path} holds 32-bit integer pixels outside 0..65535, which the zoo does not read",
                 "save the image as an 8- or 16-bit PNG",
             )
         grey16 = values.astype(np.uint16)
