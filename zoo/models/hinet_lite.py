@@ -399,6 +399,7 @@ def _notes(task: str, widths: tuple[int, ...], encoder_blocks: tuple[int, ...],
 _QAT_WEIGHTS = {
     "hinet-lite": {"xnnpack": "hinet_lite_gaussian_qat_xnnpack.safetensors"},
     "hinet-lite-s": {"xnnpack": "hinet_lite_s_gaussian_qat_xnnpack.safetensors"},
+    "hinet-lite-derain": {"xnnpack": "hinet_lite_derain_qat_xnnpack.safetensors"},
 }
 
 for _name, _variant, _task, _degradation, (_widths, _encoder, _decoder), _weights, _summary in _TIERS:
