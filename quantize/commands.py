@@ -83,8 +83,15 @@ def cmd_pack(args: argparse.Namespace) -> int:
     packed = pack_qat_state(args.pack, output, model_name=args.model, recipe=args.backend, overwrite=args.overwrite)
     print(f"wrote {packed['path']} ({packed['bytes'] / 1e6:.2f} MB; weights float16, quantizer state float32)")
     print(f"quantization: {provenance_label(packed['provenance'])}")
-    print(f"to ship it: put it in zoo/weights/ and add qat_weights={{{args.backend!r}: {packed['path'].name!r}}} "
-          f"to {args.model}'s ModelCard; zoo export {args.model} --precision int8 then uses it")
+    from zoo.registry import WEIGHTS_DIR, get_card
+
+    listed = get_card(args.model).qat_weights.get(args.backend)
+    if listed and (WEIGHTS_DIR / listed).resolve() == packed["path"].resolve():
+        print(f"this is the state {args.model}'s card ships: zoo export {args.model} --precision int8 uses it now "
+              "(measure it again: zoo benchmark TASK --models MODEL --int8)")
+    else:
+        print(f"to ship it: put it in zoo/weights/ and add qat_weights={{{args.backend!r}: {packed['path'].name!r}}} "
+              f"to {args.model}'s ModelCard; zoo export {args.model} --precision int8 then uses it")
     return 0
 
 

@@ -242,6 +242,11 @@ def test_a_card_shipping_qat_state_says_so_and_export_picks_it(shipped_card, tmp
     assert main(["list"]) == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("hinet-lite-s ")]
     assert line.endswith("shipped + QAT int8 (xnnpack)")
+    # Packing again over the file the card lists says it is in use, not how to ship it.
+    assert main(["quantize", "hinet-lite-s", "--backend", "xnnpack", "--pack", str(shipped_card.parent.parent / "run"),
+                 "-o", str(shipped_card), "--overwrite"]) == 0
+    said = capsys.readouterr().out
+    assert "this is the state hinet-lite-s's card ships" in said and "to ship it" not in said
     # The state goes with the shipped float weights and its own mixed precision: refused before any work.
     with pytest.raises(ZooError, match=r"needs calibration data or a quantized model.*goes with the shipped weights"):
         export_model("hinet-lite-s", "executorch-xnnpack", "int8", 32, tmp_path / "w",
