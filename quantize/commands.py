@@ -85,10 +85,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
     print(f"quantization: {provenance_label(packed['provenance'])}")
     from zoo.registry import WEIGHTS_DIR, get_card
 
-    listed = get_card(args.model).qat_weights.get(args.backend)
+    card = get_card(args.model)
+    listed = card.qat_weights.get(args.backend)
     if listed and (WEIGHTS_DIR / listed).resolve() == packed["path"].resolve():
         print(f"this is the state {args.model}'s card ships: zoo export {args.model} --precision int8 uses it now "
-              "(measure it again: zoo benchmark TASK --models MODEL --int8)")
+              f"(measure it again: zoo benchmark {card.task} --models {args.model} --int8)")
     else:
         print(f"to ship it: put it in zoo/weights/ and add qat_weights={{{args.backend!r}: {packed['path'].name!r}}} "
               f"to {args.model}'s ModelCard; zoo export {args.model} --precision int8 then uses it")

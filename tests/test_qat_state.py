@@ -247,6 +247,7 @@ def test_a_card_shipping_qat_state_says_so_and_export_picks_it(shipped_card, tmp
                  "-o", str(shipped_card), "--overwrite"]) == 0
     said = capsys.readouterr().out
     assert "this is the state hinet-lite-s's card ships" in said and "to ship it" not in said
+    assert "zoo benchmark denoise --models hinet-lite-s --int8" in said
     # The state goes with the shipped float weights and its own mixed precision: refused before any work.
     with pytest.raises(ZooError, match=r"needs calibration data or a quantized model.*goes with the shipped weights"):
         export_model("hinet-lite-s", "executorch-xnnpack", "int8", 32, tmp_path / "w",
