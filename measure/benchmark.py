@@ -38,6 +38,8 @@ __all__ = ["TaskSuite", "SUITES", "run_benchmark", "format_benchmark", "main"]
 
 #: Version of the JSON written by :func:`run_benchmark`.
 BENCHMARK_FORMAT = 1
+#: The ``format`` field that marks a zoo benchmark file.
+BENCHMARK_FORMAT_NAME = "zoo-benchmark"
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def _read_benchmark_file(path: Path, restart: bool) -> dict | None:
             return None
         raise ZooError(f"{path} is not a readable benchmark file ({' '.join(str(err).split())})",
                        "pass --restart to start over, or another --json path") from None
-    if not isinstance(doc, dict) or doc.get("format") != "zoo-benchmark":
+    if not isinstance(doc, dict) or doc.get("format") != BENCHMARK_FORMAT_NAME:
         kind = (f"format {doc['format']!r}" if isinstance(doc, dict) and isinstance(doc.get("format"), str)
                 else f"{_json_kind(type(doc))}, not an object" if not isinstance(doc, dict) else "no format field")
         raise ZooError(f"{path} is not a zoo benchmark file ({kind}), and the benchmark would replace it",
@@ -264,7 +266,7 @@ class _Store:
                 settings[key] = list(dict.fromkeys([*old.get(key, []), *settings[key]]))
             settings["int8"] = bool(old.get("int8")) or settings["int8"]
             previous["settings"] = settings
-        self.doc = previous or {"format": "zoo-benchmark", "format_version": BENCHMARK_FORMAT,
+        self.doc = previous or {"format": BENCHMARK_FORMAT_NAME, "format_version": BENCHMARK_FORMAT,
                                 "settings": settings, "cells": [], "complete": False}
 
     def model_cell(self, dataset: str, degradation: str, card, precision: str, digest: str | None) -> dict:

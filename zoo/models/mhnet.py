@@ -782,7 +782,7 @@ for _task in ("deblur", "derain"):
         single_int8_partition=True,
         size_multiple=2 ** 4,
         weights=f"mhnet_lite_{_task}.safetensors",
-        # QAT int8 state (XNNPACK, head/tail float): configs/qat_mhnet_lite_derain_cpu.yaml, 1200 steps
+        # QAT int8 state (XNNPACK, head/tail float): configs/qat_mhnet_lite_derain_cpu.yaml, 2400 steps
         qat_weights={"xnnpack": "mhnet_lite_derain_qat_xnnpack.safetensors"} if _task == "derain" else {},
         tile=256,
         overlap=32,

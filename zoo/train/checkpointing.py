@@ -79,7 +79,8 @@ def _write_state(state: dict, path: Path) -> None:
 #: Entries of ``state.pt`` that a resume reads, and their types (see ``_Run.training_state``).
 STATE_FIELDS = {"iteration": int, "model": str, "layout": str, "optimizer": dict, "objective": dict, "rng": dict,
                 "sampler": dict, "config": dict}
-_STATE_FIX = ("resume from an intact checkpoint (point latest.json at an older one, or pass --resume "
+#: The fix of every damaged-checkpoint error (state, pointer or weights file).
+INTACT_CHECKPOINT_FIX = ("resume from an intact checkpoint (point latest.json at an older one, or pass --resume "
               "OUT/checkpoints/iter_N)")
 
 
@@ -95,10 +96,10 @@ def read_state(path: Path) -> dict:
         reason = "it is empty" if path.is_file() and path.stat().st_size == 0 else \
             (str(err).strip() or type(err).__name__).splitlines()[0][:200]
         raise ZooError(f"training state {path} cannot be read safely: it is truncated, corrupt or holds more than "
-                       f"tensors and numbers ({reason})", _STATE_FIX) from err
+                       f"tensors and numbers ({reason})", INTACT_CHECKPOINT_FIX) from err
     if not isinstance(state, dict):
         raise ZooError(f"training state {path} holds a {type(state).__name__}, not a zoo training checkpoint",
-                       _STATE_FIX)
+                       INTACT_CHECKPOINT_FIX)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ZooError(f"{path.parent} was written by another version of the trainer "
                        f"(checkpoint format {state.get('format')!r}, this one reads {CHECKPOINT_FORMAT})",
@@ -107,7 +108,7 @@ def read_state(path: Path) -> dict:
                if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
     if damaged:
         raise ZooError(f"training state {path} lacks {', '.join(damaged)} (or holds something else there): it is "
-                       "not a complete zoo training checkpoint", _STATE_FIX)
+                       "not a complete zoo training checkpoint", INTACT_CHECKPOINT_FIX)
     return state
 
 

@@ -48,7 +48,8 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.train.checkpointing import (CHECKPOINT_FORMAT, CHECKPOINTS, EMA_FILE, STATE_FILE, WEIGHTS_FILE,
+from zoo.train.checkpointing import (CHECKPOINT_FORMAT, CHECKPOINTS, EMA_FILE, INTACT_CHECKPOINT_FIX, STATE_FILE,
+                                     WEIGHTS_FILE,
                                      format_config_change, latest_checkpoint, layout_digest, read_state,
                                      resume_source, rng_state, save_checkpoint, set_rng_state)
 from zoo.train.config import ExperimentConfig, ScheduleConfig
@@ -524,8 +525,7 @@ class _Run:
             try:
                 return read_state_dict(folder / name)
             except ZooError as err:  # truncated or corrupt: an older checkpoint may be intact
-                raise ZooError(err.problem, "resume from an intact checkpoint (point latest.json at an older one, "
-                                            "or pass --resume OUT/checkpoints/iter_N)") from None
+                raise ZooError(err.problem, INTACT_CHECKPOINT_FIX) from None
 
         load_weights(self.model, weights_of(WEIGHTS_FILE))
         if self.ema is not None:

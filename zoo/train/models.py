@@ -53,7 +53,7 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
         model = card.builder()
         size_multiple = card.size_multiple
         weights = spec.weights
-        if weights is not None and (weights == "shipped" or weights.startswith("shipped:")):
+        if _names_shipped(weights):
             weights = _shipped_weights(weights, card, what)
     else:
         cls = _family_class(spec.family)
@@ -64,7 +64,7 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
                            f"use the arguments of {cls.__name__}{inspect.signature(cls)}") from err
         size_multiple = int(getattr(model, "size_multiple", 1))
         weights = spec.weights
-        if weights is not None and (weights == "shipped" or weights.startswith("shipped:")):
+        if _names_shipped(weights):
             raise ZooError(f"{what}.weights {weights!r} needs {what}.name", "pass a checkpoint path")
     if weights and spec.name:
         from zoo.registry import load_card_weights
@@ -73,6 +73,11 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     elif weights:
         load_weights(model, weights)
     return model, size_multiple
+
+
+def _names_shipped(weights: str | None) -> bool:
+    """Whether ``model.weights`` names shipped weights (``shipped`` or ``shipped:OTHER``), not a file."""
+    return weights is not None and weights.split(":", 1)[0] == "shipped"
 
 
 def _shipped_weights(weights: str, card, what: str) -> str:
