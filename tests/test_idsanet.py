@@ -30,7 +30,6 @@ from zoo.models.idsanet import (
     instance_norm,
     nearest_repeat_weight,
     repeat_for_pixel_shuffle,
-    rescale_checkpoint,
     window_merge,
     window_partition,
 )
@@ -242,19 +241,6 @@ def test_lite_tiling_is_exact_at_its_receptive_radius():
     assert tiled.shape == (3, 80, 140)
     assert (tiled - whole).abs().max() < 1e-5
     assert (blind - whole).abs().max() > 1e-4
-
-
-def test_rescale_checkpoint_moves_the_x4_body_to_x2(tmp_path):
-    torch.manual_seed(3)
-    x4 = IDSANet(scale=4)
-    source = save_weights(x4, tmp_path / "x4.safetensors")
-    target = rescale_checkpoint(source, tmp_path / "x2.safetensors", scale=2)
-    x2 = IDSANet(scale=2)
-    load_weights(x2, target)  # strict: the file is a complete x2 state dict
-    assert torch.equal(x2.groups[3].stages[1].sequence.expand.weight, x4.groups[3].stages[1].sequence.expand.weight)
-    assert x2.tail.weight.shape == (12, 64, 3, 3) and not x2.tail.weight.any()
-    with pytest.raises(ZooError, match="not an IDSA-Net checkpoint"):
-        rescale_checkpoint(save_weights(IDSANetLite(4), tmp_path / "lite.safetensors"), tmp_path / "bad.safetensors", 2)
 
 
 class BicubicUpscaler(nn.Module):

@@ -180,6 +180,32 @@ def test_start_from_another_models_shipped_weights():
         build_model(ModelSpec(family="hinet-lite", weights="shipped:hinet-lite"))
 
 
+def test_reinit_fine_tunes_an_sr_body_at_another_scale(tmp_path):
+    """``model.reinit: [tail.*]`` loads an x4 body into x2 and keeps x2's fresh (zero) tail."""
+    from zoo.checkpoints import save_weights
+    from zoo.models.idsanet import IDSANet, IDSANetLite
+    from zoo.train.config import ModelSpec
+
+    torch.manual_seed(3)
+    x4 = IDSANet(scale=4)
+    source = save_weights(x4, tmp_path / "x4.safetensors")
+    with pytest.warns(UserWarning, match="kept the fresh initialisation of 2 keys"):
+        x2, _ = build_model(ModelSpec(name="idsanet-x2", weights=str(source), reinit=["tail.*"]))
+    assert x2.scale == 2 and x2.tail.weight.shape == (12, 64, 3, 3) and not x2.tail.weight.any()
+    body = {key: value for key, value in x4.state_dict().items() if not key.startswith("tail.")}
+    assert all(torch.equal(x2.state_dict()[key], value) for key, value in body.items())
+    with pytest.raises(ZooError, match="does not fit"):  # without reinit the load stays strict
+        build_model(ModelSpec(name="idsanet-x2", weights=str(source)))
+    with pytest.raises(ZooError, match=r"'upsampler\.\*' match no key of IDSANet"):
+        build_model(ModelSpec(name="idsanet-x2", weights=str(source), reinit=["upsampler.*"]))
+    lite = save_weights(IDSANetLite(4), tmp_path / "lite.safetensors")
+    with pytest.raises(ZooError, match="missing"):  # another architecture still fails, tail or not
+        build_model(ModelSpec(name="idsanet-x2", weights=str(lite), reinit=["tail.*"]))
+    with pytest.raises(ZooError, match="model.reinit keeps some keys fresh"):
+        config_from_dict({"name": "x", "model": {"name": "idsanet-x2", "reinit": ["tail.*"]},
+                          "data": {"sources": ["bundled"], "degradation": "bicubic:x2"}})
+
+
 # ------------------------------------------------------------------------------ losses, lr
 
 

@@ -201,13 +201,26 @@ def _mismatch_report(model: nn.Module, state_dict: Mapping[str, torch.Tensor]):
     return missing, unexpected, mismatched
 
 
+def _reinit_keys(model: nn.Module, patterns: tuple[str, ...], model_name: str) -> set[str]:
+    """The model keys matching an fnmatch pattern of ``patterns``; a pattern matching none is an error."""
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    keys = list(model.state_dict())
+    unmatched = [pattern for pattern in patterns if not any(fnmatchcase(key, pattern) for key in keys)]
+    if unmatched:
+        raise ZooError(f"reinit pattern(s) {', '.join(map(repr, unmatched))} match no key of {model_name} "
+                       f"(its keys start like: {_listing(keys)})",
+                       "write patterns of the model's own key names, e.g. 'tail.*'")
+    return {key for key in keys if any(fnmatchcase(key, pattern) for pattern in patterns)}
+
+
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_LISTED_KEYS])
     return shown + (", ..." if len(items) > _LISTED_KEYS else "")
 
 
 def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, prefer_ema: bool = False,
-                 ignore: tuple[str, ...] = ()) -> None:
+                 ignore: tuple[str, ...] = (), reinit: tuple[str, ...] = ()) -> None:
     """Load a checkpoint into ``model`` in place (tensors are copied into its parameters).
 
     ``path_or_state_dict`` is a file path (read with :func:`read_state_dict`) or an in-memory
@@ -219,6 +232,9 @@ def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, p
     names the first few of each (checkpoint vs model shape), and names the registered model the
     checkpoint fits exactly, if any. With ``strict=False`` only the matching tensors are loaded (a
     warning counts the rest); a checkpoint sharing no tensor with the model still raises.
+    ``reinit``: fnmatch patterns of the *model's* keys (e.g. ``"tail.*"``) that keep their current
+    (fresh) values whatever the checkpoint holds for them, for fine-tuning a body with a new head
+    (another SR scale); each pattern must match a model key, and every other key loads as above.
     """
     if isinstance(path_or_state_dict, (str, Path)):
         source = f"checkpoint {path_or_state_dict}"
@@ -238,10 +254,17 @@ def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, p
         warnings.warn(f"skipped {len(skipped)} keys ({count:,} parameters) of {source} that "
                       f"{type(model).__name__} does not use: {_listing(skipped)}", stacklevel=2)
 
-    missing, unexpected, mismatched = _mismatch_report(model, state_dict)
     model_name = type(model).__name__
+    fresh = _reinit_keys(model, tuple(reinit), model_name) if reinit else set()
+    if fresh:
+        state_dict = {key: value for key, value in state_dict.items() if key not in fresh}
+        warnings.warn(f"kept the fresh initialisation of {len(fresh)} keys of {model_name} "
+                      f"(reinit): {_listing(sorted(fresh))}", stacklevel=2)
+
+    missing, unexpected, mismatched = _mismatch_report(model, state_dict)
+    missing = [key for key in missing if key not in fresh]
     if not (missing or unexpected or mismatched):
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=not fresh)
         return
 
     details = []

@@ -261,19 +261,17 @@ def family_class(family: str) -> type:
     raise ZooError(f"unknown model family {family!r}", f"use one of {', '.join(names)}")
 
 
-def load_card_weights(model, card: ModelCard, weights) -> None:
+def load_card_weights(model, card: ModelCard, weights, reinit: tuple[str, ...] = ()) -> None:
     """Load ``weights`` into ``model`` (in place) the way :func:`create_model` does: strictly and
-    safely, without the keys ``card.checkpoint_ignore`` names.
+    safely, without the keys ``card.checkpoint_ignore`` names (and keeping the fresh values of
+    the model keys ``reinit`` patterns match, see :func:`zoo.checkpoints.load_weights`).
 
     ``weights`` is a checkpoint path (.safetensors or an official .pth) or an in-memory state
     dict / official container (``{'params': state_dict}`` ...), as ``zoo.checkpoints.load_weights`` reads.
     """
     from zoo.checkpoints import load_weights
 
-    if card.checkpoint_ignore:
-        load_weights(model, weights, ignore=card.checkpoint_ignore)
-    else:
-        load_weights(model, weights)
+    load_weights(model, weights, ignore=tuple(card.checkpoint_ignore or ()), reinit=tuple(reinit))
 
 
 def create_model(name: str, weights: str | Path | None = None, *, untrained: bool = False,

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -427,39 +426,6 @@ def _check_rgb_batch(x: torch.Tensor, model_name: str) -> None:
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"{model_name} expects an NCHW RGB batch, got shape {tuple(x.shape)}; "
                          "add a batch dimension (x[None]) or convert the image to RGB")
-
-
-# --------------------------------------------------------------------------------------------
-# Moving a trained body to another scale (x4 -> x2/x3 fine-tuning)
-
-
-def rescale_checkpoint(source: str | Path, target: str | Path, scale: int, *, seed: int = 0) -> Path:
-    """Write a full IDSA-Net state dict for ``scale`` from a checkpoint of another scale.
-
-    Every tensor but the scale-dependent ``tail`` is copied from ``source`` (a .safetensors or
-    training checkpoint of an :class:`IDSANet` with the default sizes); the tail gets the fresh
-    (zero) initialisation, so the result starts as nearest upsampling on top of the trained
-    features. The engine loads weights strictly, so fine-tuning x2/x3 from the x4 body goes
-    through this file (``model.weights: TARGET``). Returns ``target``.
-    """
-    from zoo.checkpoints import read_state_dict, save_weights
-
-    torch.manual_seed(seed)
-    model = IDSANet(scale=scale)
-    state = model.state_dict()
-    trained = read_state_dict(source, prefer_ema=True)
-    copied = 0
-    for key, value in trained.items():
-        if not key.startswith("tail.") and key in state and state[key].shape == value.shape:
-            state[key] = value
-            copied += 1
-    if copied != len([key for key in state if not key.startswith("tail.")]):
-        from zoo.errors import ZooError
-
-        raise ZooError(f"{source} is not an IDSA-Net checkpoint of the default size "
-                       f"({copied} of {len(state) - 2} body tensors matched)",
-                       "pass the weights of an idsanet-xN model")
-    return save_weights(state, target, metadata={"rescaled_from": str(source), "scale": str(scale)})
 
 
 # --------------------------------------------------------------------------------------------

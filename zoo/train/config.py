@@ -42,6 +42,10 @@ class ModelSpec:
     #: ``shipped`` = the weights the zoo ships for ``name``, ``shipped:OTHER`` = those of another
     #: model of the same architecture.
     weights: str | None = None
+    #: fnmatch patterns of the model's keys that keep their fresh initialisation instead of loading
+    #: from ``weights`` (e.g. ``[tail.*]``: an x4 super-resolution body fine-tuned at x2 with a new
+    #: tail); every other key still loads strictly. Needs ``weights``.
+    reinit: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """A short human-readable identity, e.g. ``hinet-sidd-0.5x`` or ``hinet(wf=8)``."""
@@ -416,6 +420,9 @@ def _check_model(spec: ModelSpec, path: str) -> None:
                        f"set {path}.name: hinet-sidd-0.5x, or {path}.family: hinet with {path}.kwargs")
     if spec.name and spec.kwargs:
         raise ZooError(f"{path}.kwargs is only used with {path}.family", f"drop {path}.kwargs or use {path}.family")
+    if spec.reinit and not spec.weights:
+        raise ZooError(f"{path}.reinit keeps some keys fresh while loading {path}.weights, but no weights are set",
+                       f"set {path}.weights to the checkpoint to fine-tune from, or drop {path}.reinit")
 
 
 def _positive(value, path: str, allow_zero: bool = False) -> None:
@@ -487,6 +494,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         if not distill.teacher.weights:
             raise ZooError("distill.teacher.weights is missing: a teacher must be a trained network",
                            "set distill.teacher.weights to its .safetensors or .pth checkpoint")
+        if distill.teacher.reinit:
+            raise ZooError("distill.teacher.reinit would leave part of the teacher untrained",
+                           "drop distill.teacher.reinit: a teacher loads all of its weights")
         _positive(distill.alpha, "distill.alpha", allow_zero=True)
         _positive(distill.beta, "distill.beta", allow_zero=True)
         if distill.beta > 0 and not distill.features:

@@ -69,9 +69,9 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     if weights and spec.name:
         from zoo.registry import load_card_weights
 
-        load_card_weights(model, card, weights)  # an official checkpoint's unused keys are skipped
+        load_card_weights(model, card, weights, reinit=tuple(spec.reinit))  # an official checkpoint's unused keys are skipped
     elif weights:
-        load_weights(model, weights)
+        load_weights(model, weights, reinit=tuple(spec.reinit))
     return model, size_multiple
 
 
