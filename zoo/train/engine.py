@@ -635,6 +635,11 @@ class _Run:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.grad_clip))
+        if self.scaler is None:  # (a GradScaler skips steps with inf gradients by design)
+            norm = self.grad_norm if self.grad_norm is not None else float(
+                torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
+            if not math.isfinite(norm):  # stop before the step writes NaN into the weights and the EMA
+                raise self._bad_gradients(iteration + 1, loss_value, norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -734,6 +739,22 @@ class _Run:
         return TrainingDiverged(f"the loss became {loss_value} at iteration {iteration}; training stopped without "
                                 f"saving this state; {kept}", "lower optimizer.lr or set train.grad_clip, then rerun"
                                 + (" with --resume" if self.last_checkpoint is not None else ""))
+
+    def _bad_gradients(self, iteration: int, loss_value: float, norm: float) -> TrainingDiverged:
+        kept = (f"the last good checkpoint is iteration {self.last_checkpoint} in {self.out_dir / CHECKPOINTS}"
+                if self.last_checkpoint is not None else "no checkpoint was written before it")
+        if self.tcfg.amp != "none" and self.channels_last:
+            # Seen with idsanet on CPU (torch 2.13): bf16 + channels-last gave NaN gradients at
+            # 128-pixel patches from a finite loss, and ran 4-5x slower than contiguous tensors.
+            fix = "set train.channels_last: false (or train.amp: none)"
+        elif self.tcfg.amp != "none":
+            fix = "set train.amp: none, or lower optimizer.lr"
+        else:
+            fix = "lower optimizer.lr or set train.grad_clip"
+        resume = " with --resume" if self.last_checkpoint is not None else ""
+        return TrainingDiverged(f"the gradients became {norm} at iteration {iteration} although the loss was finite "
+                                f"({loss_value:.6g}); training stopped before applying them; {kept}",
+                                f"{fix}, then rerun{resume}")
 
     # ---- the loop
 
