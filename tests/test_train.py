@@ -529,16 +529,33 @@ def test_resume_takes_a_state_file_and_names_a_bad_stop_at(pool_dir, tmp_path, c
 
 
 class _NaNAt(TaskObjective):
-    """The task loss, but NaN from call ``at`` on (a diverging run)."""
+    """The task loss, but from call ``at`` on a NaN loss (``"loss"``, a diverging run) or a finite
+    loss whose backward gives NaN gradients (``"gradients"``)."""
 
-    def __init__(self, config, at):
+    def __init__(self, config, at, what="loss"):
         super().__init__(config)
-        self.calls, self.at = 0, at
+        self.calls, self.at, self.what = 0, at, what
 
     def __call__(self, model, degraded, target):
         self.calls += 1
         loss, terms = super().__call__(model, degraded, target)
-        return (loss * float("nan") if self.calls >= self.at else loss), terms
+        if self.calls < self.at:
+            return loss, terms
+        if self.what == "loss":
+            return loss * float("nan"), terms
+        return loss + _NaNBackward.apply(loss) * 0.0, terms
+
+
+class _NaNBackward(torch.autograd.Function):
+    """Identity forward, NaN gradients backward."""
+
+    @staticmethod
+    def forward(ctx, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pool_dir, tmp_path):
@@ -553,37 +570,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(pool_dir, tmp_path):
     assert train(config, tmp_path / "run", resume=True, progress=False).finished
 
 
-class _NaNGradientsAt(TaskObjective):
-    """The task loss, finite, whose backward gives NaN gradients from call ``at`` on."""
-
-    def __init__(self, config, at):
-        super().__init__(config)
-        self.calls, self.at = 0, at
-
-    def __call__(self, model, degraded, target):
-        self.calls += 1
-        loss, terms = super().__call__(model, degraded, target)
-        if self.calls >= self.at:
-            loss = loss + (loss * 0.0).detach() + _NaNBackward.apply(loss) * 0.0
-        return loss, terms
-
-
-class _NaNBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, value):
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
-
-
 @pytest.mark.parametrize("clip", [0.5, None])
 def test_nan_gradients_stop_before_they_reach_the_weights(pool_dir, tmp_path, clip):
     config = config_from_dict(tiny_config(pool_dir, train={"iterations": 6, "grad_clip": clip}))
     with pytest.raises(TrainingDiverged, match=r"gradients became nan at iteration 3 although the loss was finite"
                                                r".*last good checkpoint is iteration 2") as info:
-        train(config, tmp_path / "run", objective=_NaNGradientsAt(config, 3), progress=False)
+        train(config, tmp_path / "run", objective=_NaNAt(config, 3, "gradients"), progress=False)
     assert "lower optimizer.lr" in info.value.fix and "--resume" in info.value.fix
     weights = _weights(tmp_path / "run/checkpoints/iter_00000002/weights.safetensors")
     assert all(torch.isfinite(value).all() for value in weights.values())
