@@ -528,6 +528,24 @@ def test_resume_takes_a_state_file_and_names_a_bad_stop_at(pool_dir, tmp_path, c
     assert not (tmp_path / "fresh").exists()
 
 
+def test_resume_reports_changed_settings_not_keys_added_since(pool_dir, tmp_path, capsys):
+    """A run written before a config key existed resumes without reporting that key as changed."""
+    from zoo.train.checkpointing import STATE_FILE
+
+    config = config_from_dict(tiny_config(pool_dir, train={"iterations": 4}))
+    train(config, tmp_path / "run", stop_at=2, progress=False)
+    state_path = latest_checkpoint(tmp_path / "run") / STATE_FILE
+    state = torch.load(state_path, weights_only=True)
+    del state["config"]["model"]["reinit"]  # as a checkpoint of an older zoo holds it
+    torch.save(state, state_path)
+    capsys.readouterr()
+    longer = config_from_dict(tiny_config(pool_dir, train={"iterations": 5}))
+    assert train(longer, tmp_path / "run", resume=True, progress=False).finished
+    err = capsys.readouterr().err
+    assert "resuming with changed settings: train.iterations: 4 -> 5" in err
+    assert "reinit" not in err
+
+
 class _NaNAt(TaskObjective):
     """The task loss, but from call ``at`` on a NaN loss (``"loss"``, a diverging run) or a finite
     loss whose backward gives NaN gradients (``"gradients"``)."""

@@ -64,6 +64,17 @@ __all__ = ["EMA", "PhaseContext", "TaskObjective", "TrainResult", "TrainingDiver
            "latest_checkpoint", "learning_rate", "train"]
 
 
+def _with_current_defaults(saved_config: dict) -> dict:
+    """A checkpoint's config with the keys added to the zoo since it was written at their defaults,
+    so a resume does not report them as changed settings (as is, if it no longer validates)."""
+    from zoo.train.config import config_from_dict
+
+    try:
+        return config_from_dict(saved_config).to_dict()
+    except ZooError:
+        return saved_config
+
+
 class TrainingDiverged(ZooError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
 
@@ -559,7 +570,7 @@ class _Run:
         if sampler.get("pool_digest") != self.pool_digest or sampler.get("global_batch") != self.dcfg.batch_size:
             self.say("the training images or batch size differ from the checkpoint's: the run continues, "
                      "but not bit for bit as the original would have")
-        changes = format_config_change(saved["config"], self.config_dict)
+        changes = format_config_change(_with_current_defaults(saved["config"]), self.config_dict)
         if changes:
             self.say("resuming with changed settings: " + "; ".join(changes))
         if start >= self.tcfg.iterations:
