@@ -372,8 +372,8 @@ def test_a_run_states_the_validation_inputs_own_psnr(pool_dir, tmp_path, capsys)
     config = config_from_dict(tiny_config(pool_dir, train={"iterations": 2, "ema_decay": None}))
     train(config, tmp_path / "run", progress=False, stop_at=1)
     said = re.search(r"validation input \(the degraded images as they are\): ([0-9.]+) dB", capsys.readouterr().err)
-    _, held_out = split_pool(training_pool(config.data), config.data.val_images, config.train.seed)
-    items = validation_set(held_out, degradation="gaussian:25", crop=32, size_multiple=1, seed=config.train.seed)
+    _, held_out = split_pool(training_pool(config.data), config.data.val_images, config.data.val_seed)
+    items = validation_set(held_out, degradation="gaussian:25", crop=32, size_multiple=1, seed=config.data.val_seed)
     expected = np.mean([psnr(i.degraded.clamp(0, 1).unsqueeze(0), i.target.unsqueeze(0)) for i in items])
     assert said and float(said.group(1)) == pytest.approx(expected, abs=0.006)
     assert 14 < expected < 24  # sigma 25 on a clean image: about 20 dB
@@ -544,6 +544,26 @@ def test_resume_reports_changed_settings_not_keys_added_since(pool_dir, tmp_path
     err = capsys.readouterr().err
     assert "resuming with changed settings: train.iterations: 4 -> 5" in err
     assert "reinit" not in err
+
+
+def test_held_out_images_follow_val_seed_not_the_data_stream(pool_dir, tmp_path, capsys):
+    """A later stage with a new train.seed validates on the same held-out images (data.val_seed)."""
+    def held_out(run, **sections):
+        raw = tiny_config(pool_dir, train={"iterations": 1})
+        for section, values in sections.items():
+            raw[section].update(values)
+        capsys.readouterr()
+        train(config_from_dict(raw), tmp_path / run, progress=False)
+        line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("held out"))
+        return line.split(": ", 1)[1].split(", ")
+
+    first = held_out("a")
+    assert len(first) == 1 and first[0].startswith("pool/img_")
+    assert held_out("b", train={"seed": 5}) == first
+    others = {tuple(held_out(f"v{seed}", data={"val_seed": seed})) for seed in range(1, 6)}
+    assert others - {tuple(first)}  # the split does follow val_seed
+    with pytest.raises(ZooError, match="data.val_seed must be >= 0"):
+        config_from_dict(tiny_config(pool_dir, data={"val_seed": -1}))
 
 
 class _NaNAt(TaskObjective):

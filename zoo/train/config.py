@@ -78,6 +78,10 @@ class DataConfig:
     data_root: str | None = None
     #: Images of the training pool held out for validation (never trained on); 0 = no validation.
     val_images: int = 4
+    #: Seed of the held-out choice and of the validation inputs' degradations. Independent of
+    #: ``train.seed`` so that the stages of a chain (each with a new data stream) hold out the same
+    #: images: a stage must not train on what an earlier stage was selected on.
+    val_seed: int = 0
     #: A separate validation split of the training data (replaces the held-out images).
     val_paired: PairedFolders | None = None
     #: Validation runs on centre crops of this many pixels (rounded down to the model's size
@@ -449,6 +453,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     _positive(data.batch_size, "data.batch_size")
     _positive(data.val_images, "data.val_images", allow_zero=True)
     _positive(data.val_crop, "data.val_crop", allow_zero=True)
+    _positive(data.val_seed, "data.val_seed", allow_zero=True)
     _positive(data.workers, "data.workers", allow_zero=True)
     if data.limit is not None:
         _positive(data.limit, "data.limit")

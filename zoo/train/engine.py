@@ -476,7 +476,7 @@ class _Run:
 
         dcfg, tcfg = self.dcfg, self.tcfg
         pool = training_pool(dcfg)
-        train_images, val_images = split_pool(pool, 0 if dcfg.val_paired else dcfg.val_images, tcfg.seed)
+        train_images, val_images = split_pool(pool, 0 if dcfg.val_paired else dcfg.val_images, dcfg.val_seed)
         if dcfg.val_paired is not None:
             val_images = _paired_source(dcfg.val_paired, _try_data_root(dcfg.data_root), "data.val_paired")
         if dcfg.limit is not None:
@@ -494,7 +494,7 @@ class _Run:
         self.validation = []
         if self.main and val_images:  # only rank 0 validates
             self.validation = validation_set(val_images, degradation=degradation, crop=dcfg.val_crop,
-                                             size_multiple=self.size_multiple, seed=tcfg.seed)
+                                             size_multiple=self.size_multiple, seed=dcfg.val_seed)
 
     # ---- checkpoints
 
@@ -792,6 +792,9 @@ class _Run:
                      f"({self.dist.world_size} process{'es' if self.dist.active else ''}, batch {dcfg.batch_size}, "
                      f"patch {dcfg.patch_size}{later}, {len(self.batches.images)} training / {len(self.validation)} "
                      f"validation images{precision}) -> {out_dir}")
+            if self.validation:
+                self.say("held out for validation (data.val_seed " f"{dcfg.val_seed}): "
+                         + ", ".join(image.name for image in self.validation))
             if self.validation and not resumed:
                 baseline = self.validation_input_psnr()
                 if baseline is not None:
