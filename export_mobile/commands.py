@@ -86,6 +86,21 @@ def _progress_printer():
     return say
 
 
+def _refuse_unused_int8_options(args) -> None:
+    """Refuse int8 options an export would ignore: any of them on a float export, and the
+    calibration ones next to --quantized (whose int8 model is used as it is)."""
+    given = [flag for flag, value in (("--calibration", args.calibration), ("--calib-images", args.calib_images),
+                                      ("--quantized", args.quantized), ("--mixed", args.mixed)) if value is not None]
+    if given and args.precision in ("fp32", "fp16"):
+        raise ZooError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only to int8 exports, and this "
+                       f"one is {args.precision}",
+                       f"drop {' '.join(given)}, or pass --precision int8")
+    ignored = [flag for flag in given if flag != "--quantized"]
+    if args.quantized is not None and ignored:
+        raise ZooError(f"--quantized takes its int8 model as it is, so {', '.join(ignored)} would be ignored",
+                       f"drop {' '.join(ignored)} (or drop --quantized to calibrate here)")
+
+
 def _export(args) -> int:
     from export_mobile.api import export_model
     from zoo.atomic import ensure_writable
@@ -97,12 +112,14 @@ def _export(args) -> int:
     if missing:
         raise ZooError(f"zoo export needs {', '.join(missing)}",
                        "e.g. zoo export hinet-lite --target executorch-xnnpack --precision fp32 --tile 256x256 -o out/")
+    _refuse_unused_int8_options(args)
     output = ensure_writable(args.output, "export folder", kind="renamed folder", fix="choose another -o")
     say = None if args.quiet else _progress_printer()
     with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
         outcome = export_model(args.model, args.target, args.precision, args.tile, output, weights=args.weights,
                                untrained=args.untrained, overlap=args.overlap, calibration=args.calibration,
-                               calibration_images=args.calib_images or 32, quantized=args.quantized,
+                               calibration_images=32 if args.calib_images is None else args.calib_images,
+                               quantized=args.quantized,
                                data_root=args.data_root, mixed=args.mixed, dynamic=args.dynamic, rewrite=args.rewrite,
                                verify=args.verify, options=dict(args.option), progress=say)
     if say is not None:

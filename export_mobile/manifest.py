@@ -35,7 +35,7 @@ TOOL_PACKAGES = ("mobile-restoration-zoo", "torch", "torchao", "executorch", "co
 FP16_MAX = 65504.0
 
 __all__ = ["MANIFEST_NAME", "FORMAT", "FORMAT_VERSION", "SCHEMA_PATH", "load_schema", "validate_manifest",
-           "manifest_errors", "tiling_errors",
+           "manifest_errors", "tiling_errors", "declared_errors",
            "write_manifest", "read_manifest", "sha256_of", "weights_record", "tool_versions", "tensor_spec", "utc_now"]
 
 
@@ -91,9 +91,48 @@ def tiling_errors(manifest: dict) -> list[str]:
     return errors
 
 
+def declared_errors(manifest: dict) -> list[str]:
+    """What else a schema-valid ``manifest`` declares that cannot be true, as ``"field.path:
+    message"``: ``precision`` is int8 exactly when ``quantization`` says how the model was made,
+    ``artifact.file`` has the suffix its ``target`` writes, and a model of this zoo has its card's
+    family, variant, task and scale. A manifest that names another model than the one exported
+    would make ``zoo check`` compare the artifact with that model and ``zoo bench`` count its
+    MACs; one that names another target would hand the file to the wrong runtime. Models and
+    targets this zoo does not know (a newer zoo's) are not compared. Empty when consistent.
+    """
+    from export_mobile.targets import artifact_suffix
+    from zoo.registry import get_card
+
+    errors = []
+    precision, quantization = manifest["precision"], manifest["quantization"]
+    if (precision == "int8") != (quantization is not None):
+        errors.append(f"quantization: null for an int8 artifact (it records how the int8 model was made)"
+                      if quantization is None else
+                      f"quantization: describes an int8 model (method {quantization['method']}) but precision is "
+                      f"{precision}")
+    suffix, file = artifact_suffix(manifest["target"]), manifest["artifact"]["file"]
+    if suffix is not None and not file.endswith(suffix):
+        errors.append(f"artifact.file: {file} is not a {suffix} file, which target {manifest['target']} writes")
+    model = manifest["model"]
+    try:
+        card = get_card(model["name"])
+    except ZooError:
+        card = None
+    if card is not None:
+        declared = {"family": model["family"], "variant": model["variant"], "task": canonical_task(model["task"]),
+                    "scale": model["scale"]}
+        actual = {"family": card.family, "variant": card.variant, "task": card.task, "scale": card.scale}
+        differ = [key for key in declared if declared[key] != actual[key]]
+        if differ:
+            errors.append(f"model: {model['name']} is " + ", ".join(f"{key} {actual[key]!r}" for key in differ)
+                          + " in this zoo, the manifest says " + ", ".join(f"{declared[key]!r}" for key in differ)
+                          + ": it names another model than the one exported")
+    return errors
+
+
 def manifest_errors(manifest, *, use_jsonschema: bool | None = None) -> list[str]:
     """Every schema violation of ``manifest`` as ``"field.path: message"`` (empty when valid; the
-    consistency of a schema-valid one is :func:`tiling_errors`).
+    consistency of a schema-valid one is :func:`tiling_errors` and :func:`declared_errors`).
 
     ``use_jsonschema``: True forces jsonschema (ImportError when missing), False the built-in
     validator, None (default) jsonschema when importable.
@@ -102,14 +141,15 @@ def manifest_errors(manifest, *, use_jsonschema: bool | None = None) -> list[str
 
 
 def validate_manifest(manifest, *, source: str = "manifest", use_jsonschema: bool | None = None) -> dict:
-    """Return ``manifest`` when it follows the schema and its tiling fits its tensors
-    (:func:`tiling_errors`), else raise :class:`ZooError` naming the field.
+    """Return ``manifest`` when it follows the schema, its tiling fits its tensors
+    (:func:`tiling_errors`) and what it declares can be true (:func:`declared_errors`), else raise
+    :class:`ZooError` naming the field.
 
     A manifest of a newer ``format_version`` gets its own message (upgrade the zoo).
     """
     validate_document(manifest, load_schema(), source=source, format_name=FORMAT, format_version=FORMAT_VERSION,
                       use_jsonschema=use_jsonschema, fix=_FIX)
-    errors = tiling_errors(manifest)
+    errors = tiling_errors(manifest) + declared_errors(manifest)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ZooError(f"{source} is invalid: field {errors[0]}{more}", _FIX)

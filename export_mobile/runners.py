@@ -20,7 +20,7 @@ import torch
 from export_mobile.manifest import manifest_path_for, read_manifest, sha256_of
 from zoo.errors import ZooError
 
-__all__ = ["LoadedArtifact", "torch_runner", "verify_artifact", "load_artifact", "run_artifact"]
+__all__ = ["LoadedArtifact", "torch_runner", "verify_artifact", "check_native_shapes", "load_artifact", "run_artifact"]
 
 
 def verify_artifact(location: str | Path) -> tuple[dict, Path]:
@@ -93,17 +93,42 @@ def torch_runner(module: torch.nn.Module):
     return run
 
 
+def check_native_shapes(runner, manifest: dict, artifact: Path) -> None:
+    """Raise :class:`ZooError` when the tensor shapes the loaded artifact declares
+    (``runner.native_shapes``: input and output, in the artifact's own layout) differ from the
+    manifest's ``inputs[0]`` / ``outputs[0]`` shapes; -1 on either side is a dynamic dimension.
+    Runners that cannot tell (Core ML, PyTorch) have no ``native_shapes`` and are not checked.
+
+    The sha256 proves the artifact is the file that was exported, not that the manifest beside it
+    was written for it: a manifest of another tile, scale or layout would otherwise fail inside the
+    runtime at the first tile, or time a tile it does not run.
+    """
+    native = getattr(runner, "native_shapes", None)
+    if native is None:
+        return
+    for kind, actual in zip(("inputs", "outputs"), native):
+        spec = manifest[kind][0]
+        declared = [int(v) for v in spec["shape"]]
+        actual = [int(v) for v in actual]
+        if len(actual) != len(declared) or any(a != d and -1 not in (a, d) for a, d in zip(actual, declared)):
+            raise ZooError(f"{artifact.name} has {kind[:-1]} shape {actual}, but its manifest declares {kind}[0].shape "
+                           f"{declared} ({spec['layout']}): the manifest does not describe this artifact",
+                           "re-export the artifact with `zoo export` (do not edit manifest.json by hand)")
+
+
 def load_artifact(location: str | Path) -> LoadedArtifact:
     """Verify (manifest schema, sha256) and load an artifact for desktop inference.
 
-    Raises :class:`ZooError` on a bad manifest or checksum, an unknown target, or when the
-    artifact cannot run on this machine (the message says where it runs, e.g. Core ML needs macOS).
+    Raises :class:`ZooError` on a bad manifest or checksum, an unknown target, when the
+    artifact's own tensor shapes differ from the manifest's (:func:`check_native_shapes`), or when
+    the artifact cannot run on this machine (the message says where it runs, e.g. Core ML needs macOS).
     """
     from export_mobile.targets import get_target
 
     manifest, artifact = verify_artifact(location)
     target = get_target(manifest["target"])
     runner = target.load_runner(artifact, manifest)
+    check_native_shapes(runner, manifest, artifact)
     return LoadedArtifact(artifact=artifact, manifest=manifest, runner=runner)
 
 

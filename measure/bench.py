@@ -33,8 +33,8 @@ from measure.measured import input_text
 from zoo.tables import format_cell
 from zoo.errors import ZooError
 
-__all__ = ["BenchConfig", "parse_target", "parse_size", "cpu_peak_gmacs", "PeakMemory", "time_forward",
-           "bench_model", "bench_artifact", "format_table", "main"]
+__all__ = ["BenchConfig", "parse_target", "parse_size", "check_model_input", "cpu_peak_gmacs", "PeakMemory",
+           "time_forward", "bench_model", "bench_artifact", "format_table", "main"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -107,6 +107,21 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(values) != 2 or min(values) < 1:
         raise ZooError(f"bad size {text!r}", "use HxW in pixels, e.g. --size 256x256")
     return values[0], values[1]
+
+
+def check_model_input(name: str, size: tuple[int, int], batch: int) -> None:
+    """Raise :class:`ZooError` unless zoo model ``name`` can run a (``batch``, 3, H, W) input of
+    ``size``: a batch of at least 1 and sides that are multiples of the card's size multiple."""
+    from zoo.registry import get_card
+
+    if batch < 1:
+        raise ZooError(f"--batch {batch} is not a batch size", "pass --batch 1 or more")
+    multiple = get_card(name).size_multiple
+    height, width = size
+    if height % multiple or width % multiple:
+        up = [-(-side // multiple) * multiple for side in size]
+        raise ZooError(f"--size {height}x{width} is not a multiple of {name}'s size multiple {multiple}",
+                       f"use --size {up[0]}x{up[1]}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,6 +368,7 @@ def bench_model(config: BenchConfig, size: tuple[int, int], *, weights: str | No
     from zoo.macs import model_complexity
     from zoo.registry import create_model
 
+    check_model_input(config.target, size, batch)
     device = pick_device(config.device)
     model, card = create_model(config.target, weights, untrained=untrained)
     dtype = DTYPES[config.dtype]
@@ -521,12 +537,18 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.json) if args.json else Path("results") / f"bench_{rs.utc_now().replace(':', '')}.json"
     ensure_writable(path, "results file", fix="pass another --json path")  # before timing, not after
+    if args.threads is not None and args.threads < 1:
+        raise ZooError(f"--threads {args.threads} is not a thread count",
+                       "pass --threads 1 or more, or leave it out for torch's default")
     if args.threads:
         torch.set_num_threads(args.threads)
     size = parse_size(args.size)
     defaults = BenchConfig(target="", device=args.device, dtype=args.dtype, channels_last=args.channels_last,
                            compile=args.compile)
     configs = [parse_target(text, defaults) for text in args.targets]
+    for config in configs:  # every model's input before the first target is timed
+        if not config.artifact:
+            check_model_input(config.target, size, args.batch)
     common = {"warmup": args.warmup, "runs": args.runs, "max_seconds": args.max_seconds,
               "peak_gmacs": args.peak_gmacs, "clock_ghz": args.clock_ghz}
     records = []

@@ -114,11 +114,17 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     from quantize.provenance import provenance_label
     from quantize.ptq import layer_precision, load_quantized, quantization_info, quantize_ptq, save_quantized, sidecar_path
     from quantize.recipes import MixedPrecision, require_recipe
+    from zoo.atomic import ensure_writable
     from zoo.registry import create_model, weights_record
 
     if method not in ("ptq", "qat"):
         raise ZooError(f"unknown quantization method {method!r}", "use --method ptq or --method qat")
     recipe = require_recipe(backend)
+    if tile is not None and tile < 1:  # 0 is not "the default": it was silently replaced by the card's tile
+        raise ZooError(f"--tile {tile} is not a tile size", "pass a positive multiple of the model's size multiple, "
+                       "or leave --tile out for the model's tile")
+    # Before the model is built and calibrated (a file at -o failed only when the .pt2 was saved).
+    ensure_writable(output_dir, "quantize output folder", kind="folder", fix="choose another -o folder")
     evaluate = bool(eval_dataset) and eval_dataset.lower() != "none"
     if evaluate:
         from zoo.data.datasets import BENCHMARK_SETS, DATASET_ALIASES, resolve_data_root
@@ -129,7 +135,7 @@ def run_quantize(model_name: str, *, backend: str, method: str = "ptq", output_d
     if card.zero_shot:
         raise ZooError(f"{model_name} fits each image from scratch and has no weights to quantize",
                        "quantize a trained model (zoo list shows them)")
-    tile = tile or card.tile or 256
+    tile = tile if tile is not None else card.tile or 256
     if tile % card.size_multiple:
         raise ZooError(f"tile {tile} is not a multiple of {model_name}'s size multiple {card.size_multiple}",
                        f"use --tile {max(card.size_multiple, tile // card.size_multiple * card.size_multiple)}")

@@ -431,6 +431,90 @@ def test_a_consistent_sr_manifest_passes_and_dynamic_sizes_are_allowed(tmp_path)
                                        "64 x scale 4 = 256: expected [1, 3, 256, 256]"]
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--precision", "fp32", "--quantized", "q.pt2"],
+     "--quantized applies only to int8 exports, and this one is fp32; drop --quantized, or pass --precision int8"),
+    (["--precision", "fp16", "--calibration", "bundled", "--mixed", "first-last"],
+     "--calibration, --mixed apply only to int8 exports, and this one is fp16; drop --calibration --mixed"),
+    (["--precision", "fp32", "--calib-images", "0"], "--calib-images applies only to int8 exports"),
+    (["--precision", "int8", "--quantized", "q.pt2", "--calib-images", "4"],
+     "--quantized takes its int8 model as it is, so --calib-images would be ignored; drop --calib-images"),
+], ids=["quantized-fp32", "calibration-fp16", "calib-images-fp32", "calib-images-with-quantized"])
+def test_export_refuses_int8_options_it_would_ignore(tmp_path, capsys, monkeypatch, args, words):
+    """Before: each was exported without a word, the option ignored (and --calib-images 0 became 32)."""
+    from export_mobile import api
+
+    monkeypatch.setattr(api, "export_model", lambda *a, **k: pytest.fail("the export ran"))
+    assert run_cli("export", SMALL_MODEL, "--target", "onnx", "--tile", "64", "-o", tmp_path / "out", *args) == 2
+    one_line_error(capsys, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_calibrates_on_the_crops_asked_for(tmp_path, capsys, monkeypatch):
+    """--calib-images 0 reaches the calibration (which refuses it) instead of becoming the default 32."""
+    from export_mobile import api
+
+    def export_model(*args, **kwargs):
+        raise ZooError(f"export_model got calibration_images={kwargs['calibration_images']}")
+
+    monkeypatch.setattr(api, "export_model", export_model)
+    assert run_cli("export", SMALL_MODEL, "--target", "executorch-xnnpack", "--precision", "int8", "--tile", "64",
+                   "--calibration", "bundled", "--calib-images", "0", "-o", tmp_path / "out") == 2
+    one_line_error(capsys, "export_model got calibration_images=0")
+
+
+def _retiled_copy(request, tmp_path, change) -> Path:
+    """A copy of the tiny hinet-lite-s artifact (x1, tile 64) whose manifest ``change`` rewrites
+    consistently: it passes every manifest check, only the artifact itself can contradict it."""
+    import json
+    import shutil
+
+    from export_mobile.runners import load_artifact
+    from tests.tiny_artifact import tiny_artifact
+
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_artifact(request), folder)
+    # The runtime's first load in a process writes C++ cpuinfo lines to fd 2, which pytest, unlike
+    # the zoo command, does not filter: load once here (the caller then drops what was captured).
+    load_artifact(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _tile_128(manifest):
+    manifest["tiling"].update(tile=[128, 128])
+    for kind in ("inputs", "outputs"):
+        manifest[kind][0]["shape"] = [1, 3, 128, 128]
+
+
+def _unknown_x2_model(manifest):
+    manifest["model"].update(name="model-of-a-newer-zoo", scale=2)  # no card here to compare with
+    manifest["tiling"].update(scale=2)
+    manifest["outputs"][0]["shape"] = [1, 3, 128, 128]
+
+
+@pytest.mark.parametrize("change, words", [
+    (_tile_128, "has input shape [1, 3, 64, 64], but its manifest declares inputs[0].shape [1, 3, 128, 128] (NCHW)"),
+    (_unknown_x2_model,
+     "has output shape [1, 3, 64, 64], but its manifest declares outputs[0].shape [1, 3, 128, 128] (NCHW)"),
+], ids=["tile", "scale"])
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_an_artifact_whose_shapes_differ_from_its_manifest_is_refused_when_loaded(request, tmp_path, photo, capsys,
+                                                                                  change, words, command):
+    """Before: the .pte's runtime failed at the first tile with a RuntimeError traceback (tile), or
+    zoo bench timed the 64-pixel tile and recorded the throughput of a 128-pixel output (scale)."""
+    folder = _retiled_copy(request, tmp_path, change)
+    capsys.readouterr()
+    arguments = ([folder, photo, "-o", tmp_path / "out.png", "--quiet"] if command == "run" else
+                 [folder, "--runs", "3", "--warmup", "1", "--quiet", "--json", tmp_path / "bench.json"])
+    assert run_cli(command, *arguments) == 2
+    one_line_error(capsys, f"hinet-lite-s_executorch-xnnpack_fp32_64x64.pte {words}: the manifest does not "
+                   "describe this artifact; re-export the artifact with `zoo export`")
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "bench.json").exists()
+
+
 def test_sr_eval_refuses_an_image_smaller_than_one_low_resolution_pixel(tmp_path, capsys):
     folder = _tiny_folder(tmp_path, 1, 5)
     assert run_cli("eval", SR_MODEL, "--dataset", folder, "--json", tmp_path / "r.json") == 2

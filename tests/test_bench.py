@@ -110,6 +110,27 @@ def test_cli_table_and_json_with_an_artifact(request, tmp_path, capsys):
             64 * 64 / 1e6 / (record["latency_ms"]["median"] / 1000))
 
 
+@pytest.mark.parametrize("args, words", [
+    (["hinet-lite-s", "--size", "60x60"], "--size 60x60 is not a multiple of hinet-lite-s's size multiple 16; "
+                                          "use --size 64x64"),
+    (["hinet-lite-s", "--batch", "0"], "--batch 0 is not a batch size; pass --batch 1 or more"),
+    (["hinet-lite-s", "--threads", "-1"], "--threads -1 is not a thread count; pass --threads 1 or more"),
+    (["idsanet-lite-x2", "hinet-lite-s", "--size", "60"], "--size 60x60 is not a multiple of hinet-lite-s's"),
+], ids=["size", "batch", "threads", "second-of-two"])
+def test_cli_refuses_inputs_a_model_cannot_take_before_timing(tmp_path, capsys, monkeypatch, args, words):
+    """Before: a ValueError / RuntimeError traceback from the model or torch.set_num_threads,
+    after the targets before it were timed."""
+    from zoo_cli.main import main
+
+    timed = []
+    monkeypatch.setattr(bench, "time_forward", lambda *a, **k: timed.append(a) or pytest.fail("timed"))
+    assert main(["bench", *args, "--runs", "3", "--quiet", "--json", str(tmp_path / "b.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"zoo: error: {words}") and len(captured.err.strip().splitlines()) == 1
+    assert captured.out == "" and timed == []
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_speedup_compares_only_rows_of_the_same_input_size():
     """A 64x64 tile and a 256x256 image never share a speedup reference (docs/bad_inputs.md)."""
     def record(size, mps, batch=1):

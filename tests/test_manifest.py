@@ -96,6 +96,63 @@ def test_a_newer_format_version_asks_for_an_upgrade():
         mf.validate_manifest(manifest)
 
 
+def _tile_times(manifest: dict, scale: int) -> None:
+    """Set model and tiling scale to ``scale`` and the output tensor to one tile x scale (NCHW)."""
+    side = manifest["tiling"]["tile"][0] * scale
+    manifest["model"]["scale"] = manifest["tiling"]["scale"] = scale
+    manifest["outputs"][0].update(shape=[1, 3, side, side], layout="NCHW")
+
+
+# (golden file, change, words of the one error) for what a schema-valid manifest cannot truly declare
+IMPOSSIBLE = [
+    ("executorch-xnnpack-int8.json", lambda m: m["model"].update(name="hinet-lite-s"),
+     "field model: hinet-lite-s is variant 'lite-s' in this zoo, the manifest says 'lite': it names another model "
+     "than the one exported"),
+    ("executorch-xnnpack-int8.json", lambda m: _tile_times(m, 2),
+     "field model: hinet-lite is scale 1 in this zoo, the manifest says 2"),
+    ("executorch-xnnpack-int8.json", lambda m: m["model"].update(task="deblur"),
+     "field model: hinet-lite is task 'denoise' in this zoo, the manifest says 'deblur'"),
+    ("executorch-xnnpack-int8.json", lambda m: m.update(quantization=None),
+     "field quantization: null for an int8 artifact"),
+    ("coreml-fp16.json", lambda m: m.update(quantization={"method": "ptq"}),
+     "field quantization: describes an int8 model (method ptq) but precision is fp16"),
+    ("executorch-xnnpack-int8.json", lambda m: m.update(target="onnx"),
+     "field artifact.file: hinet-lite_executorch-xnnpack_int8_256x256.pte is not a .onnx file, which target onnx "
+     "writes"),
+]
+
+
+@pytest.mark.parametrize("name, change, words", IMPOSSIBLE,
+                         ids=["other-model", "scale", "task", "int8-unquantized", "fp16-quantized", "target"])
+def test_a_manifest_declaring_what_cannot_be_true_is_refused_when_read(tmp_path, name, change, words):
+    """Before: each passed, and zoo run restored with the file while zoo bench recorded another
+    model's MACs or the int8 peak, zoo check compared with another model or scale."""
+    manifest = _golden(name)
+    assert mf.declared_errors(manifest) == []
+    change(manifest)
+    assert mf.manifest_errors(manifest) == []  # the schema alone allows each of them
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ZooError) as err:
+        mf.read_manifest(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'manifest.json'} is invalid: {words}")
+    assert str(err.value).endswith("re-export the artifact with `zoo export` (do not edit manifest.json by hand)")
+
+
+def test_models_and_targets_this_zoo_does_not_know_are_not_compared():
+    manifest = _golden("onnx-fp32-sr-x4.json")  # example-sr-x4: no card here
+    assert mf.declared_errors(manifest) == []
+    manifest["target"] = "newer-target"
+    assert mf.declared_errors(manifest) == []
+
+
+def test_artifact_suffixes_are_known_without_importing_a_toolchain():
+    from export_mobile.targets import artifact_suffix, get_target, target_names
+
+    for name in target_names():
+        assert artifact_suffix(name) == get_target(name).suffix
+    assert artifact_suffix("nope") is None
+
+
 def test_sha256_of_a_file_is_the_sha256_of_its_bytes(tmp_path):
     data = bytes(range(256)) * 4099  # spans several read blocks
     path = tmp_path / "model.pte"

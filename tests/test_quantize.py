@@ -640,6 +640,31 @@ def test_zoo_quantize_cli_end_to_end(pool, tmp_path, capsys):
     assert "cannot be used for calibration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--tile", "0"], "--tile 0 is not a tile size; pass a positive multiple of the model's size multiple, or leave "
+                      "--tile out for the model's tile"),
+    (["--tile", "-64"], "--tile -64 is not a tile size"),
+    (["-o", "{blocker}"], "cannot write quantize output folder {blocker}: it exists and is not a folder; choose "
+                          "another -o folder"),
+], ids=["tile-0", "tile-negative", "output-is-a-file"])
+def test_zoo_quantize_refuses_a_bad_tile_or_output_before_building_the_model(tmp_path, capsys, monkeypatch, args,
+                                                                             words):
+    """Before: --tile 0 quantized at the card's tile (256) without a word; -o FILE was `cannot access
+    FILE: File exists` after the calibration, when the .pt2 was saved."""
+    from zoo import registry
+    from zoo_cli.main import main
+
+    monkeypatch.setattr(registry, "create_model", lambda *a, **k: pytest.fail("the model was built"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    argv = ["quantize", "hinet-lite-s", "--backend", "xnnpack", "-o", str(tmp_path / "q"), "--quiet"]
+    argv += [arg.format(blocker=blocker) for arg in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: " + words.format(blocker=blocker)) and len(err.strip().splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["blocker"]
+
+
 @needs_executorch
 def test_zoo_quantize_qat_runs_the_training_engine(pool, tmp_path):
     """--method qat is a front to the engine's QAT phase: a run folder with its log and float

@@ -85,7 +85,7 @@ def _reproduces_pytorch(target, precision: str, tmp_path) -> None:
                                          out_path=tmp_path / f"{precision}{target.suffix}"))
     assert result.path.exists()
     try:
-        runner = target.load_runner(result.path, {"inputs": [{"shape": list(example.shape)}]})  # what runners read
+        runner = target.load_runner(result.path, {"inputs": [{"shape": list(example.shape)}]})  # what ONNX/TFLite runners read (.pte: its program)
     except ZooError as err:  # built, but this OS cannot run it (e.g. Core ML off macOS): said, not faked
         pytest.skip(f"{target.name} {precision} built; cannot run here: {err}")
     images = random_images(1, seed=7)

@@ -61,7 +61,7 @@ DEFAULT_INT8_RECIPES: dict[str, str | None] = {
 _SUFFIXES = {"coreml": ".mlpackage", "tflite": ".tflite", "onnx": ".onnx"}
 
 __all__ = ["TARGET_MODULES", "PRECISIONS", "UnavailableTarget", "get_target", "list_targets",
-           "target_names", "int8_recipe_of", "supports_dynamic"]
+           "target_names", "int8_recipe_of", "supports_dynamic", "artifact_suffix"]
 
 
 @dataclass
@@ -85,6 +85,12 @@ class UnavailableTarget:
 
 
 _CACHE: dict[str, object] = {}
+
+
+def artifact_suffix(name: str) -> str | None:
+    """The suffix of the artifacts target ``name`` writes (``.pte`` for the ExecuTorch targets),
+    without importing its toolchain; None for a name that is no target."""
+    return _SUFFIXES.get(name, ".pte") if name in TARGET_MODULES else None
 
 
 def target_names() -> list[str]:
@@ -139,15 +145,15 @@ def get_target(name: str):
             reason = f"{module_name} is not part of this installation"
         else:
             reason = f"importing {module_name} needs {missing}, which is not installed"
-        target = UnavailableTarget(name, reason, suffix=_SUFFIXES.get(name, ".pte"))
+        target = UnavailableTarget(name, reason, suffix=artifact_suffix(name))
     except Exception as err:  # a broken toolchain must not take the other targets down
         target = UnavailableTarget(name, f"importing {module_name} failed: {type(err).__name__}: {err}",
-                                   suffix=_SUFFIXES.get(name, ".pte"))
+                                   suffix=artifact_suffix(name))
     else:
         target = _find_in_module(module, name)
         if target is None:
             target = UnavailableTarget(name, f"{module_name} does not define target {name}",
-                                       suffix=_SUFFIXES.get(name, ".pte"))
+                                       suffix=artifact_suffix(name))
     _CACHE[name] = target
     return target
 

@@ -156,19 +156,26 @@ def registered_backends() -> list[str]:
 
 
 class PteRunner:
-    """Runs a ``.pte`` program's ``forward`` on float32 NCHW batches (one image per call inside)."""
+    """Runs a ``.pte`` program's ``forward`` on float32 NCHW batches (one image per call inside).
 
-    def __init__(self, path: Path, input_shape: tuple[int, ...]):
+    ``native_shapes``: the (input, output) tensor shapes the program declares.
+    """
+
+    def __init__(self, path: Path):
         from executorch.runtime import Runtime
 
         self.path = Path(path)
-        self.input_shape = tuple(int(v) for v in input_shape)
         try:
             program = Runtime.get().load_program(str(self.path))
             self.method = program.load_method("forward")
+            meta = self.method.metadata
+            self.native_shapes = (tuple(int(v) for v in meta.input_tensor_meta(0).sizes()),
+                                  tuple(int(v) for v in meta.output_tensor_meta(0).sizes()))
         except Exception as err:  # the runtime reports a corrupt file as a generic RuntimeError
             raise ZooError(f"ExecuTorch cannot load {self.path.name}: {err}",
                            "re-export the artifact; check it was copied completely") from None
+        # The program's own shape, not the manifest's: the runtime cannot resize a fixed input.
+        self.input_shape = self.native_shapes[0]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """``batch``: (N, C, H, W) float32 with (C, H, W) as exported; returns (N, C', H', W') float32."""
@@ -278,8 +285,7 @@ class ExecuTorchTarget:
     def load_runner(self, path: Path, manifest: dict):
         """A :class:`PteRunner` for the ``.pte``, or :class:`ZooError` when this runtime lacks the delegate."""
         require_runnable(path, self.runtime_reason(), self._where_it_runs())
-        shape = manifest["inputs"][0]["shape"]
-        return PteRunner(Path(path), tuple(shape))
+        return PteRunner(Path(path))
 
     def _where_it_runs(self) -> str:
         return "run it on a device whose ExecuTorch runtime includes this delegate"

@@ -194,7 +194,8 @@ class OnnxRunner:
     """Runs an ``.onnx`` artifact with ONNX Runtime's CPU execution provider, one image at a time.
 
     Call with a float32 NCHW batch in [0, 1] of the artifact's height and width (any batch size);
-    returns the float32 NCHW output batch.
+    returns the float32 NCHW output batch. ``native_shapes``: the (input, output) tensor shapes the
+    model declares.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
@@ -215,6 +216,9 @@ class OnnxRunner:
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.input_shape = tuple(model_input.shape)
+        # A dynamic dimension is a name or None in ONNX; -1 as in a manifest.
+        self.native_shapes = tuple(tuple(v if isinstance(v, int) else -1 for v in tensor.shape)
+                                   for tensor in (model_input, self.session.get_outputs()[0]))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(fixed_shape_batch(batch, self.input_shape[1:], self.name))

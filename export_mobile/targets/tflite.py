@@ -262,6 +262,7 @@ class TFLiteRunner:
     NCHW. int8 I/O is quantized with the input tensor's scale/zero point (rounded, saturated)
     and dequantized with the output's; an NHWC artifact gets transposed data. ``layout``: the
     manifest's input layout; when None it is read from the tensor shape (channels last = 3).
+    ``native_shapes``: the (input, output) tensor shapes the model declares, in its own layout.
     """
 
     def __init__(self, path: str | Path, layout: str | None = None, threads: int | None = None):
@@ -282,6 +283,7 @@ class TFLiteRunner:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         shape = tuple(int(d) for d in self.input["shape"])
+        self.native_shapes = (shape, tuple(int(d) for d in self.output["shape"]))
         inferred = "NHWC" if shape[-1] in (1, 3) and shape[1] not in (1, 3) else "NCHW"
         if layout is not None and layout != inferred:
             raise ZooError(f"manifest says layout {layout} but {path.name} has input shape {shape}",
