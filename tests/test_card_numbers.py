@@ -37,6 +37,12 @@ def _headline(name: str, dataset: str, degradation: str) -> float:
 CASES = [
     pytest.param("idsanet-lite-x2", "set5", "bicubic:x2", id="idsanet-lite-x2-set5"),
     pytest.param("idsanet-lite-x4", "set5", "bicubic:x4", id="idsanet-lite-x4-set5"),
+    pytest.param("idsanet-x2", "set5", "bicubic:x2", id="idsanet-x2-set5"),
+    pytest.param("idsanet-x3", "set5", "bicubic:x3", id="idsanet-x3-set5"),
+    pytest.param("idsanet-x4", "set5", "bicubic:x4", id="idsanet-x4-set5"),
+    pytest.param("idsanet-x2", "set14", "bicubic:x2", id="idsanet-x2-set14", marks=pytest.mark.slow),
+    pytest.param("idsanet-x3", "set14", "bicubic:x3", id="idsanet-x3-set14", marks=pytest.mark.slow),
+    pytest.param("idsanet-x4", "set14", "bicubic:x4", id="idsanet-x4-set14", marks=pytest.mark.slow),
     pytest.param("idsanet-lite-x2", "set14", "bicubic:x2", id="idsanet-lite-x2-set14", marks=pytest.mark.slow),
     pytest.param("idsanet-lite-x4", "set14", "bicubic:x4", id="idsanet-lite-x4-set14", marks=pytest.mark.slow),
     pytest.param("hinet-lite", "bsd68", "gaussian:25", id="hinet-lite-25", marks=pytest.mark.slow),

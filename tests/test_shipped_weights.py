@@ -25,7 +25,11 @@ def test_at_least_one_trained_denoiser_ships():
 #: Least PSNR gain (dB) over the degraded input on each bundled crop, per task, with the task's
 #: default degradation (denoise: sigma 25, input ~20.2 dB; derain: the zoo's rain; SR: over bicubic,
 #: small on smooth crops - idsanet-lite-x2 gains 0.7 and 4.0 dB on the first two).
-MINIMUM_GAIN_DB = {"denoise": 6.0, "blind-denoise": 6.0, "derain": 6.0, "super-resolution": 0.5}
+MINIMUM_GAIN_DB = {"denoise": 6.0, "blind-denoise": 6.0, "derain": 6.0}
+#: SR gains shrink with the scale on the same 128-pixel crop (a 32-pixel LR input at x4): on the
+#: second, smooth crop idsanet-lite-x4 gains 0.50 dB and idsanet-x4 0.42 dB (1.9 / 1.6 dB on the
+#: first). An untrained SR network (zero tail: nearest-neighbour upsampling) loses to bicubic.
+MINIMUM_SR_GAIN_DB = {2: 0.5, 3: 0.4, 4: 0.3}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -42,7 +46,8 @@ def test_shipped_model_beats_its_degraded_input_by_a_wide_margin(name):
         baseline = CLASSICAL_METHODS["input"].run(degraded, degradation, index)
         restored = quantize(restore_tensor(model, card, degraded, TileSettings.for_card(card)))
         gains.append(measure(restored, clean, settings)["psnr"] - measure(baseline, clean, settings)["psnr"])
-    assert min(gains) > MINIMUM_GAIN_DB[card.task], gains
+    least = MINIMUM_SR_GAIN_DB[card.scale] if card.task == "super-resolution" else MINIMUM_GAIN_DB[card.task]
+    assert min(gains) > least, gains
 
 
 @pytest.fixture(scope="module")
