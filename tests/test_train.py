@@ -171,7 +171,7 @@ def test_start_from_another_models_shipped_weights():
     assert set(shipped) == set(state)
     assert all(torch.equal(state[key], shipped[key].to(state[key].dtype)) for key in shipped)
     for weights, message in [("shipped:", "names no model"),
-                             ("shipped:idsanet-x4", "ships no weights for idsanet-x4"),
+                             ("shipped:hinet-sidd-0.5x", "ships no weights for hinet-sidd-0.5x"),
                              ("shipped:hinet-lite", "does not fit"),
                              ("shipped", "ships no weights for mhnet-lite-deblur")]:
         with pytest.raises(ZooError, match=message):
