@@ -182,7 +182,7 @@ def test_start_from_another_models_shipped_weights():
 
 def test_reinit_fine_tunes_an_sr_body_at_another_scale(tmp_path):
     """``model.reinit: [tail.*]`` loads an x4 body into x2 and keeps x2's fresh (zero) tail."""
-    from zoo.checkpoints import save_weights
+    from zoo.checkpoints import load_weights, save_weights
     from zoo.models.idsanet import IDSANet, IDSANetLite
     from zoo.train.config import ModelSpec
 
@@ -196,6 +196,10 @@ def test_reinit_fine_tunes_an_sr_body_at_another_scale(tmp_path):
     assert all(torch.equal(x2.state_dict()[key], value) for key, value in body.items())
     with pytest.raises(ZooError, match="does not fit"):  # without reinit the load stays strict
         build_model(ModelSpec(name="idsanet-x2", weights=str(source)))
+    bare = IDSANet(scale=2)  # one pattern given as a bare string, not a sequence of its characters
+    with pytest.warns(UserWarning, match="kept the fresh initialisation of 2 keys"):
+        load_weights(bare, source, reinit="tail.*")
+    assert torch.equal(bare.head.weight, x4.head.weight) and not bare.tail.weight.any()
     with pytest.raises(ZooError, match=r"'upsampler\.\*' match no key of IDSANet"):
         build_model(ModelSpec(name="idsanet-x2", weights=str(source), reinit=["upsampler.*"]))
     lite = save_weights(IDSANetLite(4), tmp_path / "lite.safetensors")

@@ -203,15 +203,14 @@ def _mismatch_report(model: nn.Module, state_dict: Mapping[str, torch.Tensor]):
 
 def _reinit_keys(model: nn.Module, patterns: tuple[str, ...], model_name: str) -> set[str]:
     """The model keys matching an fnmatch pattern of ``patterns``; a pattern matching none is an error."""
-    if isinstance(patterns, str):
-        patterns = (patterns,)
     keys = list(model.state_dict())
-    unmatched = [pattern for pattern in patterns if not any(fnmatchcase(key, pattern) for key in keys)]
+    matches = {pattern: {key for key in keys if fnmatchcase(key, pattern)} for pattern in patterns}
+    unmatched = [pattern for pattern, matched in matches.items() if not matched]
     if unmatched:
         raise ZooError(f"reinit pattern(s) {', '.join(map(repr, unmatched))} match no key of {model_name} "
                        f"(its keys start like: {_listing(keys)})",
                        "write patterns of the model's own key names, e.g. 'tail.*'")
-    return {key for key in keys if any(fnmatchcase(key, pattern) for pattern in patterns)}
+    return set().union(*matches.values())
 
 
 def _listing(items: list[str]) -> str:
@@ -245,6 +244,8 @@ def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, p
 
     if isinstance(ignore, str):
         ignore = (ignore,)  # one pattern given bare: not a sequence of its characters
+    if isinstance(reinit, str):
+        reinit = (reinit,)
     skipped = _ignored_keys(state_dict, tuple(ignore), model.state_dict().keys()) if ignore else []
     checkpoint = state_dict  # as read: models_matching applies each card's own ignore patterns
     if skipped:

@@ -81,7 +81,7 @@ STATE_FIELDS = {"iteration": int, "model": str, "layout": str, "optimizer": dict
                 "sampler": dict, "config": dict}
 #: The fix of every damaged-checkpoint error (state, pointer or weights file).
 INTACT_CHECKPOINT_FIX = ("resume from an intact checkpoint (point latest.json at an older one, or pass --resume "
-              "OUT/checkpoints/iter_N)")
+                         "OUT/checkpoints/iter_N)")
 
 
 def read_state(path: Path) -> dict:

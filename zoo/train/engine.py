@@ -49,8 +49,7 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.train.checkpointing import (CHECKPOINT_FORMAT, CHECKPOINTS, EMA_FILE, INTACT_CHECKPOINT_FIX, STATE_FILE,
-                                     WEIGHTS_FILE,
-                                     format_config_change, latest_checkpoint, layout_digest, read_state,
+                                     WEIGHTS_FILE, format_config_change, latest_checkpoint, layout_digest, read_state,
                                      resume_source, rng_state, save_checkpoint, set_rng_state)
 from zoo.train.config import ExperimentConfig, ScheduleConfig
 from zoo.train.distributed import DistributedState, close_distributed, init_distributed, pick_device
@@ -646,15 +645,14 @@ class _Run:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.grad_clip))
-        if self.scaler is None:  # (a GradScaler skips steps with inf gradients by design)
+        if self.scaler is not None:  # a GradScaler skips steps with inf gradients by design
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
             norm = self.grad_norm if self.grad_norm is not None else float(
                 torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
             if not math.isfinite(norm):  # stop before the step writes NaN into the weights and the EMA
                 raise self._bad_gradients(iteration + 1, loss_value, norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
             self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model, iteration + 1)
@@ -744,16 +742,21 @@ class _Run:
         self.say(f"iteration {iteration}: validation PSNR {value:.2f} dB (best {self.best_psnr:.2f} dB)")
         return value
 
+    def _kept_and_resume(self) -> tuple[str, str]:
+        """What a stopped run kept (for the message) and how to rerun from it (for the fix)."""
+        if self.last_checkpoint is None:
+            return "no checkpoint was written before it", ""
+        return (f"the last good checkpoint is iteration {self.last_checkpoint} in {self.out_dir / CHECKPOINTS}",
+                " with --resume")
+
     def _diverged(self, iteration: int, loss_value: float) -> TrainingDiverged:
-        kept = (f"the last good checkpoint is iteration {self.last_checkpoint} in {self.out_dir / CHECKPOINTS}"
-                if self.last_checkpoint is not None else "no checkpoint was written before it")
+        kept, resume = self._kept_and_resume()
         return TrainingDiverged(f"the loss became {loss_value} at iteration {iteration}; training stopped without "
-                                f"saving this state; {kept}", "lower optimizer.lr or set train.grad_clip, then rerun"
-                                + (" with --resume" if self.last_checkpoint is not None else ""))
+                                f"saving this state; {kept}",
+                                f"lower optimizer.lr or set train.grad_clip, then rerun{resume}")
 
     def _bad_gradients(self, iteration: int, loss_value: float, norm: float) -> TrainingDiverged:
-        kept = (f"the last good checkpoint is iteration {self.last_checkpoint} in {self.out_dir / CHECKPOINTS}"
-                if self.last_checkpoint is not None else "no checkpoint was written before it")
+        kept, resume = self._kept_and_resume()
         if self.tcfg.amp != "none" and self.channels_last:
             # Seen with idsanet on CPU (torch 2.13): bf16 + channels-last gave NaN gradients at
             # 128-pixel patches from a finite loss, and ran 4-5x slower than contiguous tensors.
@@ -762,7 +765,6 @@ class _Run:
             fix = "set train.amp: none, or lower optimizer.lr"
         else:
             fix = "lower optimizer.lr or set train.grad_clip"
-        resume = " with --resume" if self.last_checkpoint is not None else ""
         return TrainingDiverged(f"the gradients became {norm} at iteration {iteration} although the loss was finite "
                                 f"({loss_value:.6g}); training stopped before applying them; {kept}",
                                 f"{fix}, then rerun{resume}")
@@ -793,7 +795,7 @@ class _Run:
                      f"patch {dcfg.patch_size}{later}, {len(self.batches.images)} training / {len(self.validation)} "
                      f"validation images{precision}) -> {out_dir}")
             if self.validation:
-                self.say("held out for validation (data.val_seed " f"{dcfg.val_seed}): "
+                self.say(f"held out for validation (data.val_seed {dcfg.val_seed}): "
                          + ", ".join(image.name for image in self.validation))
             if self.validation and not resumed:
                 baseline = self.validation_input_psnr()

@@ -69,7 +69,8 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     if weights and spec.name:
         from zoo.registry import load_card_weights
 
-        load_card_weights(model, card, weights, reinit=tuple(spec.reinit))  # an official checkpoint's unused keys are skipped
+        # An official checkpoint's unused keys are skipped (the card's checkpoint_ignore).
+        load_card_weights(model, card, weights, reinit=tuple(spec.reinit))
     elif weights:
         load_weights(model, weights, reinit=tuple(spec.reinit))
     return model, size_multiple
