@@ -45,7 +45,7 @@ from export_mobile.manifest import (
     write_manifest,
 )
 from export_mobile.targets import PRECISIONS, get_target, int8_recipe_of, supports_dynamic
-from export_mobile.targets.base import ExportRequest, ExportResult
+from export_mobile.targets.base import ExportRequest, ExportResult, check_options
 from quantize.provenance import make_provenance, recorded_provenance
 from zoo.errors import ZooError
 
@@ -396,7 +396,9 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
         rewrite: apply the exact export-friendly rewrites of :mod:`export_mobile.rewrites`.
         verify: run the artifact on :func:`reference_input` where this machine can and record
             the difference to PyTorch (the float model; the PT2E model for int8).
-        options: target-specific settings (e.g. ``compute_units`` for Core ML).
+        options: target-specific settings (e.g. ``compute_units`` for Core ML): the names the
+            target declares in ``accepted_options``; any other name, or a value it rules out, is
+            refused before anything is built.
         cache: dict shared between calls (the matrix) to reuse quantized models.
         progress: called as ``progress(step, detail)`` when each long step starts (prepare,
             quantize, lower, write, verify), so a command can show where a minute goes.
@@ -419,6 +421,8 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
     reason = target_object.available()
     if reason:
         raise ZooError(f"target {target} is unavailable here: {reason}", "install the missing toolchain or pick another target")
+    # Before anything is built: a misspelt or foreign option would otherwise be ignored.
+    options = check_options(target_object, precision, options)
     card = get_card(model_name)
     if card.zero_shot:
         raise ZooError(f"{model_name} is a per-image optimisation (it fits each photo from scratch), not a trained "
@@ -487,7 +491,7 @@ def export_model(model_name: str, target: str, precision: str, tile, out_dir: st
     try:
         name = artifact_name(model_name, target, precision, tile_size, target_object.suffix)
         request = ExportRequest(model=model, example=example, precision=precision, out_path=temporary / name,
-                                quantized=quantized_model, options=dict(options or {}))
+                                quantized=quantized_model, options=dict(options))
         lower_start = time.perf_counter()
         step("lower", f"torch.export and lowering to {target} {precision} at {tile_size}x{tile_size}")
         result = target_object.export(request)

@@ -57,7 +57,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="do not run the artifact against PyTorch after building it")
     parser.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                        help="target option, e.g. compute_units=cpu_and_ne (Core ML), soc=SM8650 (QNN)")
+                        help="target option, e.g. compute_units=cpu_and_ne (coreml, executorch-coreml), "
+                             "layout=NHWC (tflite), soc=SM8650 (executorch-qnn); a name the target does not "
+                             "read is refused with the ones it does (docs/export.md)")
     parser.add_argument("-o", "--output", help="export folder (one artifact + manifest.json); with --matrix the "
                                                "root folder of all cells")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -101,6 +103,16 @@ def _refuse_unused_int8_options(args) -> None:
                        f"drop {' '.join(ignored)} (or drop --quantized to calibrate here)")
 
 
+def _options(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """``--option`` pairs as a dict; a name given twice is refused (the first value would be lost)."""
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        if key in options and options[key] != value:
+            raise ZooError(f"--option {key} is given twice ({options[key]}, {value})", f"pass --option {key} once")
+        options[key] = value
+    return options
+
+
 def _export(args) -> int:
     from export_mobile.api import export_model
     from zoo.atomic import ensure_writable
@@ -113,6 +125,7 @@ def _export(args) -> int:
         raise ZooError(f"zoo export needs {', '.join(missing)}",
                        "e.g. zoo export hinet-lite --target executorch-xnnpack --precision fp32 --tile 256x256 -o out/")
     _refuse_unused_int8_options(args)
+    options = _options(args.option)
     output = ensure_writable(args.output, "export folder", kind="renamed folder", fix="choose another -o")
     say = None if args.quiet else _progress_printer()
     with c_stderr_filtered():  # ExecuTorch's runtime prints ARM cpuinfo probes from C++
@@ -121,7 +134,7 @@ def _export(args) -> int:
                                calibration_images=32 if args.calib_images is None else args.calib_images,
                                quantized=args.quantized,
                                data_root=args.data_root, mixed=args.mixed, dynamic=args.dynamic, rewrite=args.rewrite,
-                               verify=args.verify, options=dict(args.option), progress=say)
+                               verify=args.verify, options=options, progress=say)
     if say is not None:
         say("done", f"{outcome.folder}")
     manifest = outcome.manifest
@@ -158,6 +171,10 @@ def _matrix(args) -> int:
 
     if args.model:
         raise ZooError("--matrix takes --models, not a MODEL argument", f"use --models {args.model}")
+    if args.option:
+        # The cells span targets that read different options (or none), so each builds with its defaults.
+        raise ZooError("--matrix builds every target with its default options, so --option would be ignored",
+                       "drop --option, or export that target alone: zoo export MODEL --target T --option KEY=VALUE")
     with c_stderr_filtered():
         rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
                           args.output or "exports/matrix", calibration=args.calibration or "auto",

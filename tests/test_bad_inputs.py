@@ -9,6 +9,7 @@ refused before the model runs.
 """
 
 import errno
+import json
 import logging
 import os
 import re
@@ -194,7 +195,7 @@ def test_restore_to_a_gif_name_writes_nothing(tmp_path, photo, capsys):
 
 
 def test_restore_without_weights_suggests_only_what_restore_takes(tmp_path, photo, capsys):
-    name = next(c.name for c in list_models() if c.name.startswith("mhnet-lite") and not c.has_weights)
+    name = next(c.name for c in list_models() if not c.has_weights)
     assert run_cli("restore", name, photo, "-o", tmp_path / "o.png", "--quiet") == 2
     err = one_line_error(capsys, "no trained weights", "--weights")
     assert "--untrained" not in err
@@ -461,6 +462,98 @@ def test_export_calibrates_on_the_crops_asked_for(tmp_path, capsys, monkeypatch)
     assert run_cli("export", SMALL_MODEL, "--target", "executorch-xnnpack", "--precision", "int8", "--tile", "64",
                    "--calibration", "bundled", "--calib-images", "0", "-o", tmp_path / "out") == 2
     one_line_error(capsys, "export_model got calibration_images=0")
+
+
+@pytest.mark.parametrize("target, precision, option, words", [
+    ("coreml", "fp16", "compute_unit=cpu_only",
+     ["target coreml has no option 'compute_unit'; did you mean compute_units? coreml accepts compute_units, "
+      "int8_mode, io_dtype, weight_threshold; drop --option compute_unit or fix its name"]),
+    ("executorch-xnnpack", "fp32", "compute_units=cpu_only",
+     ["target executorch-xnnpack has no option 'compute_units' (compute_units is an option of executorch-coreml, "
+      "coreml); executorch-xnnpack takes no --option"]),
+    ("tflite", "fp32", "int8_method=ort",
+     ["target tflite has no option 'int8_method' (int8_method is an option of onnx); tflite accepts layout, io, "
+      "split_clamps"]),
+    ("coreml", "fp16", "compute_units=bogus",
+     ["unknown compute_units 'bogus' for coreml; use one of all, cpu_only, cpu_and_gpu, cpu_and_ne"]),
+    ("executorch-coreml", "fp16", "compute_units=npu", ["unknown compute_units 'npu' for executorch-coreml"]),
+    ("tflite", "fp32", "layout=NWHC", ["unknown layout 'NWHC' for tflite; use one of NCHW, NHWC"]),
+    ("tflite", "fp32", "split_clamps=maybe", ["option split_clamps of tflite takes true or false, got 'maybe'"]),
+    ("coreml", "int8", "weight_threshold=abc",
+     ["option weight_threshold of coreml takes a whole number >= 0, got 'abc'"]),
+    ("tflite", "fp32", "io=float",
+     ["option io of tflite applies only to int8 exports, and this one is fp32, so it would be ignored; "
+      "drop --option io, or pass --precision int8"]),
+    ("onnx", "int8", "int8_method=ort",
+     ["int8_method=ort calibrates with onnxruntime on options['calibration'] arrays, and none were given"]),
+    ("onnx", "int8", "calibration=bundled", ["option calibration of onnx takes a list of float32 NCHW arrays"]),
+], ids=["typo", "other-target", "onnx-option-on-tflite", "bad-compute-units", "bad-compute-units-delegate",
+        "bad-layout", "bad-bool", "bad-count", "int8-option-on-fp32", "ort-without-arrays", "internal-as-text"])
+def test_export_refuses_an_option_the_target_does_not_read_before_building(tmp_path, capsys, monkeypatch, target,
+                                                                           precision, option, words):
+    """Before: each was ignored without a word (the artifact shipped without it), or, for weight_threshold=abc,
+    a ValueError traceback after the conversion, or, for int8_method=ort, a refusal after the calibration."""
+    from export_mobile.targets import get_target
+    from zoo import registry
+
+    if get_target(target).available():
+        pytest.skip(f"{target} is unavailable here")
+    monkeypatch.setattr(registry, "create_model", lambda *a, **k: pytest.fail("the model was built"))
+    assert run_cli("export", SMALL_MODEL, "--target", target, "--precision", precision, "--tile", "64",
+                   "--option", option, "-o", tmp_path / "out") == 2
+    one_line_error(capsys, *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--matrix", "--models", SMALL_MODEL, "--targets", "coreml", "--option", "compute_units=cpu_only"],
+     "--matrix builds every target with its default options, so --option would be ignored"),
+    ([SMALL_MODEL, "--target", "tflite", "--precision", "fp32", "--option", "layout=NHWC", "--option", "layout=NCHW"],
+     "--option layout is given twice (NHWC, NCHW); pass --option layout once"),
+], ids=["matrix", "twice"])
+def test_export_refuses_options_it_would_drop(tmp_path, capsys, monkeypatch, args, words):
+    """Before: --matrix ignored --option, and the first of two values was dropped."""
+    from export_mobile import api, matrix
+
+    monkeypatch.setattr(api, "export_model", lambda *a, **k: pytest.fail("the export ran"))
+    monkeypatch.setattr(matrix, "run_matrix", lambda *a, **k: pytest.fail("the matrix ran"))
+    assert run_cli("export", *args, "--tile", "64", "-o", tmp_path / "out") == 2
+    one_line_error(capsys, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_internal_and_declared_options_pass_in_the_spelling_the_target_reads():
+    """The ONNX target's calibration arrays (passed from Python) stay accepted; values come back as read;
+    a rule between two options (Core ML's weight_threshold is ignored by W8A8) is checked too."""
+    from export_mobile.targets import get_target
+    from export_mobile.targets.base import check_options
+
+    arrays = [np.zeros((1, 3, 64, 64), np.float32)]
+    checked = check_options(get_target("onnx"), "int8", {"int8_method": "ORT", "calibration": arrays})
+    assert checked["int8_method"] == "ort" and checked["calibration"] is arrays
+    assert check_options(get_target("coreml"), "int8", {"compute_units": "CPU_AND_NE", "weight_threshold": "2048"}) \
+        == {"compute_units": "cpu_and_ne", "weight_threshold": 2048}
+    assert check_options(get_target("executorch-qnn"), "fp16", {"soc": "SM8650"}) == {"soc": "SM8650"}
+    assert check_options(get_target("executorch-xnnpack"), "fp32", {}) == {}
+    with pytest.raises(ZooError, match="weight_threshold applies to int8_mode=weights, and this export is W8A8"):
+        check_options(get_target("coreml"), "int8", {"int8_mode": "W8A8", "weight_threshold": "0"})
+
+
+def test_valid_tflite_options_reach_the_artifact_and_its_manifest(tmp_path, capsys):
+    """About 12 s of CPU: a real TFLite export. split_clamps=false was text, so it was true: the clamps
+    were split anyway and the manifest said split_clamps: true."""
+    from export_mobile.targets import get_target
+
+    if get_target("tflite").available():
+        pytest.skip("tflite is unavailable here")
+    out = tmp_path / "out"
+    assert run_cli("export", SMALL_MODEL, "--target", "tflite", "--precision", "fp32", "--tile", "32", "--quiet",
+                   "--no-verify", "--option", "split_clamps=false", "--option", "layout=nhwc", "-o", out) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"]["options"]["split_clamps"] is False
+    assert manifest["backend"]["options"]["layout"] == "NHWC"
+    assert manifest["inputs"][0]["layout"] == "NHWC" and manifest["inputs"][0]["shape"] == [1, 32, 32, 3]
+    assert manifest["backend"]["ops_outside_delegate"] == ["RELU_0_TO_1"]  # the clamp kept, as asked
 
 
 def _retiled_copy(request, tmp_path, change) -> Path:

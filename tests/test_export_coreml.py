@@ -105,7 +105,7 @@ def test_compute_units_and_metadata(target, tmp_path):
 
 
 def test_bad_requests_raise_clear_errors(target, tmp_path):
-    with pytest.raises(ZooError, match="unknown Core ML compute units"):
+    with pytest.raises(ZooError, match="unknown compute_units .npu. for coreml; use one of all, cpu_only"):
         _export(target, tmp_path, ConvNet, "fp16", compute_units="npu")
     with pytest.raises(ZooError, match="no precision 'int4'"):
         _export(target, tmp_path, ConvNet, "int4")

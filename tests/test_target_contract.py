@@ -14,10 +14,15 @@ each target runs by default, the others in a slow test.
 
 from __future__ import annotations
 
+import importlib
+import re
+from pathlib import Path
+
 import pytest
 
 from export_mobile.matrix import FP32_MAX_ABS_ERROR, INT8_MIN_PSNR_DB
-from export_mobile.targets import PRECISIONS, get_target, int8_recipe_of, target_names
+from export_mobile.targets import (PRECISIONS, TARGET_MODULES, UnavailableTarget, get_target, int8_recipe_of,
+                                   target_names)
 from export_mobile.targets.base import ExportRequest
 from tests.helpers import TILE, ConvNet, psnr_db, random_images, seeded
 from zoo.errors import ZooError
@@ -45,6 +50,19 @@ def test_target_reports_precisions_and_availability(name):
     if reason is None:
         assert target.precisions and set(target.precisions) <= set(PRECISIONS)
     assert int8_recipe_of(target) in (None, "xnnpack", "coreml", "tflite")
+
+
+@pytest.mark.parametrize("module", sorted(set(TARGET_MODULES.values())))
+def test_targets_declare_exactly_the_options_their_module_reads(module):
+    """``check_options`` refuses every name not in ``accepted_options``: a name the code reads but does
+    not declare could never be passed, and a declared one it never reads would be ignored."""
+    targets = [get_target(name) for name, where in TARGET_MODULES.items() if where == module]
+    if any(isinstance(target, UnavailableTarget) for target in targets):
+        pytest.skip(f"{module} does not import here")
+    source = Path(importlib.import_module(module).__file__).read_text(encoding="utf-8")
+    read = set(re.findall(r"options(?:\.get\(|\[)\s*[\"'](\w+)[\"']", source))
+    declared = {key for target in targets for key in target.accepted_options}
+    assert read == declared, module
 
 
 @pytest.mark.parametrize("name", target_names())

@@ -20,7 +20,10 @@ Optional attributes a target may define (read with ``getattr`` and these default
 * ``int8_recipe``: the ``quantize/`` recipe (``xnnpack``, ``coreml``, ``tflite``) whose PT2E
   model the target lowers for int8 (default: :data:`DEFAULT_INT8_RECIPES`), or ``None`` when
   the target quantizes by itself without calibration (e.g. Core ML weight-only int8);
-* ``supports_dynamic``: True when ``--dynamic`` is shown to work (default False).
+* ``supports_dynamic``: True when ``--dynamic`` is shown to work (default False);
+* ``accepted_options``: the ``--option`` names it reads, name ->
+  :class:`~export_mobile.targets.base.TargetOption` (default: none, so every option is refused;
+  :func:`~export_mobile.targets.base.check_options`).
 """
 
 from __future__ import annotations

@@ -5,17 +5,23 @@ file/folder and can run that artifact on the desktop. It knows nothing about par
 
 The checks every target makes the same way live here once: which toolchain packages are missing
 (:func:`missing_packages_reason`), whether a request fits the target (:func:`check_request`:
-precision, availability, a (1, C, H, W) example), whether a runner can be made
+precision, availability, a (1, C, H, W) example, the options), whether a runner can be made
 (:func:`require_runnable`) and whether a batch fits the artifact's fixed shape
 (:func:`fixed_shape_batch`).
+
+Each target declares the ``ExportRequest.options`` it reads (``zoo export --option KEY=VALUE``)
+in one place, its ``accepted_options`` attribute (name -> :class:`TargetOption`);
+:func:`check_options` refuses any other name, and a value the declaration rules out, before
+anything is built.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -73,10 +79,54 @@ class Runner(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class TargetOption:
+    """One setting a target reads from ``ExportRequest.options`` (``zoo export --option KEY=VALUE``).
+
+    ``values``: the allowed values (compared case-insensitively, passed on in the spelling given
+    here); empty for any value ``parse`` takes. ``parse``: turns the command line's text into
+    the value the target reads (e.g. :func:`option_bool`); raises ``ValueError`` saying what it
+    takes. ``precisions``: the precisions whose export reads it (empty: all); elsewhere it would
+    be ignored, so it is refused. ``internal``: passed by the zoo's Python callers, not typed on
+    the command line (not listed in the accepted names).
+    """
+
+    meaning: str
+    values: tuple[str, ...] = ()
+    parse: Callable[[Any], Any] | None = None
+    precisions: tuple[str, ...] = ()
+    internal: bool = False
+
+
+def option_bool(value) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (any case) or a bool, as a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("takes true or false")
+
+
+def option_count(value) -> int:
+    """A whole number >= 0 (text or int)."""
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or number < 0:
+        raise ValueError("takes a whole number >= 0")
+    return number
+
+
 class ExportTarget(Protocol):
     name: str                # e.g. "executorch-xnnpack"
     suffix: str              # ".pte", ".mlpackage", ".tflite", ".onnx"
     precisions: tuple[str, ...]
+    #: The ``ExportRequest.options`` the target reads; any other name is refused (:func:`check_options`).
+    accepted_options: dict[str, TargetOption]
 
     def available(self) -> str | None:
         """None when the toolchain is importable/usable here, else the reason and the fix."""
@@ -111,15 +161,69 @@ def require_available(target, hint: str = "install the mobile extras") -> None:
         raise ZooError(f"target {target.name} is unavailable: {reason}", hint)
 
 
+def _targets_reading(key: str) -> list[str]:
+    """The targets that declare option ``key`` (for the error naming an option of another target)."""
+    from export_mobile.targets import get_target, target_names
+
+    return [name for name in target_names() if key in (getattr(get_target(name), "accepted_options", None) or {})]
+
+
+def check_options(target, precision: str, options: dict | None) -> dict:
+    """``options`` checked against ``target.accepted_options``, with each value as the target reads
+    it (a choice in its declared spelling, ``parse``'s result); raises :class:`ZooError` for a name
+    the target does not read (naming the ones it does, with a did-you-mean), a name of an option
+    another precision reads, and a value the declaration refuses. A target may add a
+    ``check_option_values(precision, options)`` method for rules between options.
+    """
+    declared: dict[str, TargetOption] = getattr(target, "accepted_options", None) or {}
+    public = [key for key, spec in declared.items() if not spec.internal]
+    checked = {}
+    for key, value in (options or {}).items():
+        if key not in declared:
+            close = difflib.get_close_matches(str(key), public, n=1)
+            elsewhere = [name for name in _targets_reading(str(key)) if name != target.name]
+            problem = f"target {target.name} has no option {key!r}" + (
+                f" ({key} is an option of {', '.join(elsewhere)})" if elsewhere else "")
+            accepted = (f"{target.name} accepts {', '.join(public)}" if public
+                        else f"{target.name} takes no --option")
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ZooError(problem, f"{hint}{accepted}; drop --option {key} or fix its name")
+        spec = declared[key]
+        if spec.precisions and precision not in spec.precisions:
+            raise ZooError(f"option {key} of {target.name} applies only to {', '.join(spec.precisions)} exports, "
+                           f"and this one is {precision}, so it would be ignored",
+                           f"drop --option {key}, or pass --precision {spec.precisions[0]}")
+        if spec.values:
+            by_case = {allowed.lower(): allowed for allowed in spec.values}
+            if str(value).lower() not in by_case:
+                raise ZooError(f"unknown {key} {value!r} for {target.name}", f"use one of {', '.join(spec.values)}")
+            value = by_case[str(value).lower()]
+        elif spec.parse is not None:
+            try:
+                value = spec.parse(value)
+            except ValueError as err:
+                raise ZooError(f"option {key} of {target.name} {err}, got {value!r}",
+                               f"drop --option {key}" if spec.internal
+                               else f"fix the value of --option {key} ({spec.meaning})") from None
+        checked[key] = value
+    extra = getattr(target, "check_option_values", None)
+    if callable(extra):
+        extra(precision, checked)
+    return checked
+
+
 def check_request(target, request: ExportRequest, hint: str = "install the mobile extras") -> tuple[int, ...]:
-    """Check that ``target`` offers ``request.precision``, that its toolchain is here, and that the example
-    is one NCHW image; returns the example's shape ``(1, C, H, W)``. Raises :class:`ZooError` otherwise.
+    """Check that ``target`` offers ``request.precision``, that its toolchain is here, that the example
+    is one NCHW image and that the target reads every option (:func:`check_options`, whose checked
+    values replace ``request.options``); returns the example's shape ``(1, C, H, W)``. Raises
+    :class:`ZooError` otherwise.
 
     ``hint``: the fix for an unavailable toolchain.
     """
     if request.precision not in target.precisions:
         raise ZooError(f"target {target.name} has no precision {request.precision!r}",
                        f"use one of {', '.join(target.precisions)}")
+    request.options = check_options(target, request.precision, request.options)
     require_available(target, hint)
     shape = tuple(request.example.shape)
     if len(shape) != 4 or shape[0] != 1:

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, first_line, fixed_shape_batch,
-                                        missing_packages_reason, require_runnable)
+from export_mobile.targets.base import (ExportRequest, ExportResult, TargetOption, check_request, first_line,
+                                        fixed_shape_batch, missing_packages_reason, option_count, require_runnable)
 from zoo.errors import ZooError
 
 INPUT_NAME = "input"
@@ -67,7 +67,15 @@ def _int8_mode(request: ExportRequest) -> str:
     if mode == "w8a8" and request.quantized is None:
         raise ZooError("Core ML W8A8 needs the PT2E-quantized model (coreml recipe)",
                        "run zoo quantize --recipe coreml with calibration data, or use int8_mode=weights")
+    if mode == "w8a8" and "weight_threshold" in request.options:
+        raise _threshold_with_w8a8()
     return mode
+
+
+def _threshold_with_w8a8() -> ZooError:
+    # W8A8 quantizes the weights the PT2E recipe chose; the threshold would be ignored.
+    return ZooError("weight_threshold applies to int8_mode=weights, and this export is W8A8",
+                    "drop --option weight_threshold, or pass --option int8_mode=weights")
 
 
 @contextlib.contextmanager
@@ -88,9 +96,25 @@ class CoreMLTarget:
     supports_dynamic = False
     #: Distributions whose versions the manifest records.
     tool_packages = ("torch", "coremltools")
+    #: The ``--option``s this target reads (see the module docstring); others are refused.
+    accepted_options = {
+        "compute_units": TargetOption("the devices Core ML may use, recorded for apps", tuple(COMPUTE_UNITS)),
+        "int8_mode": TargetOption("int8 weights only, or W8A8 from a --quantized coreml model", INT8_MODES,
+                                  precisions=("int8",)),
+        "io_dtype": TargetOption("the input and output dtype; float16 needs fp16 or int8", ("float32", "float16")),
+        "weight_threshold": TargetOption("weights with fewer elements stay fp16 with int8_mode=weights",
+                                         parse=option_count, precisions=("int8",)),
+    }
 
     def available(self) -> str | None:
         return missing_packages_reason(("coremltools",))
+
+    @staticmethod
+    def check_option_values(precision: str, options: dict) -> None:
+        """Refuse ``weight_threshold`` with ``int8_mode=w8a8``, which would ignore it (the PT2E recipe chose the
+        int8 weights); a W8A8 chosen by a given quantized model is refused in :func:`_int8_mode`."""
+        if options.get("int8_mode") == "w8a8" and "weight_threshold" in options:
+            raise _threshold_with_w8a8()
 
     def export(self, request: ExportRequest) -> ExportResult:
         """Write the ``.mlpackage`` folder at ``request.out_path``; see the module docstring."""
@@ -130,7 +154,7 @@ class CoreMLTarget:
             raise ZooError(f"Core ML conversion failed: {first_line(err)}",
                            "rewrite the unsupported operator (see docs/export_targets.md) or use another target") from err
         if mode == "weights":
-            mlmodel = self._quantize_weights(mlmodel, int(request.options.get("weight_threshold", 0)))
+            mlmodel = self._quantize_weights(mlmodel, option_count(request.options.get("weight_threshold", 0)))
             notes.append("int8 weights (linear symmetric, per output channel), fp16 activations")
         elif mode == "w8a8":
             notes.append("W8A8 from the PT2E model (coreml recipe): int8 weights, uint8 activations; "

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, fixed_shape_batch,
+from export_mobile.targets.base import (ExportRequest, ExportResult, TargetOption, check_request, fixed_shape_batch,
                                         missing_packages_reason, require_runnable)
 from zoo.errors import ZooError
 
@@ -193,6 +193,8 @@ class ExecuTorchTarget:
 
     suffix = ".pte"
     supports_dynamic = False
+    #: The ``--option``s the delegate reads (none for XNNPACK and Vulkan); others are refused.
+    accepted_options: dict[str, TargetOption] = {}
 
     def __init__(self, name: str, delegate: str, precisions: tuple[str, ...], int8_recipe: str | None,
                  backend_module: str, description: str):
@@ -308,6 +310,7 @@ class CoreMLDelegateTarget(ExecuTorchTarget):
     iOS 17 deployment target, compute units from ``options["compute_units"]`` (default ALL)."""
 
     COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
+    accepted_options = {"compute_units": TargetOption("the devices Core ML may use", COMPUTE_UNITS)}
 
     def __init__(self):
         super().__init__("executorch-coreml", "CoreMLBackend", ("fp16", "int8"), "coreml",
@@ -362,6 +365,9 @@ class VulkanTarget(ExecuTorchTarget):
 
 class QnnTarget(ExecuTorchTarget):
     """Qualcomm QNN (HTP) delegate; lowering needs the QNN SDK named by ``QNN_SDK_ROOT``."""
+
+    # The chipset names live in the SDK's QcomChipset, checked when the SDK is imported.
+    accepted_options = {"soc": TargetOption("the Snapdragon chipset, a QcomChipset name such as SM8650")}
 
     def __init__(self):
         super().__init__("executorch-qnn", "QnnBackend", ("fp16",), None,

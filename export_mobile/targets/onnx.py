@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, fixed_shape_batch,
-                                        missing_packages_reason, require_runnable)
+from export_mobile.targets.base import (ExportRequest, ExportResult, TargetOption, check_request,
+                                        fixed_shape_batch, missing_packages_reason, require_runnable)
 from zoo.errors import ZooError
 
 INPUT_NAME = "input"
@@ -85,6 +85,14 @@ def float_compute_ops(path: str | Path) -> Counter:
     return float_ops
 
 
+def _calibration_batches(value):
+    """``options["calibration"]`` as given from Python; text (``--option calibration=...``) is refused."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError("takes a list of float32 NCHW arrays from Python (zoo export --calibration calibrates "
+                         "the PT2E model instead)")
+    return value
+
+
 class _CalibrationReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over NCHW float32 arrays, one image a step."""
 
@@ -125,6 +133,23 @@ class OnnxTarget:
     supports_dynamic = False
     #: Distributions whose versions the manifest records.
     tool_packages = ("torch", "onnx", "onnxscript", "onnxruntime")
+    #: The ``--option``s this target reads (see the module docstring); others are refused.
+    accepted_options = {
+        "int8_method": TargetOption("QDQ from the PT2E model, or onnxruntime's own calibration", ("pt2e", "ort"),
+                                    precisions=("int8",)),
+        # Set by Python callers for int8_method=ort; no command line can give arrays.
+        "calibration": TargetOption("float32 NCHW calibration arrays for int8_method=ort",
+                                    parse=_calibration_batches, precisions=("int8",), internal=True),
+    }
+
+    def check_option_values(self, precision: str, options: dict) -> None:
+        """Refuse ``int8_method=ort`` without calibration arrays: zoo export never passes them, so the
+        export would fail only after the PT2E calibration."""
+        if options.get("int8_method") == "ort" and not options.get("calibration"):
+            raise ZooError("int8_method=ort calibrates with onnxruntime on options['calibration'] arrays, and none "
+                           "were given (zoo export passes none)",
+                           "drop --option int8_method (the default pt2e exports the model --calibration or "
+                           "--quantized makes), or call OnnxTarget.export with calibration arrays from Python")
 
     def available(self) -> str | None:
         return missing_packages_reason(("onnx", "onnxscript", "onnxruntime"))

@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export_mobile.targets.base import (ExportRequest, ExportResult, check_request, first_line,
-                                        fixed_shape_batch, missing_packages_reason, require_runnable)
+from export_mobile.targets.base import (ExportRequest, ExportResult, TargetOption, check_request, first_line,
+                                        fixed_shape_batch, missing_packages_reason, option_bool, require_runnable)
 from export_mobile.targets.tflite_flatbuffer import io_names, read_model, set_io_dtype, split_unit_clamps
 from zoo.errors import ZooError
 
@@ -132,6 +132,14 @@ class TFLiteTarget:
     supports_dynamic = False
     #: Distributions whose versions the manifest records.
     tool_packages = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+    #: The ``--option``s this target reads (see the module docstring); others are refused.
+    accepted_options = {
+        "layout": TargetOption("the input and output layout; NHWC as Android bitmaps", ("NCHW", "NHWC")),
+        "io": TargetOption("int8 input and output with a scale, or float32 ones", ("int8", "float"),
+                           precisions=("int8",)),
+        "split_clamps": TargetOption("write clamps to [0, 1] as MAXIMUM + MINIMUM so XNNPACK delegates them",
+                                     parse=option_bool),
+    }
 
     def available(self) -> str | None:
         return missing_packages_reason(("litert_torch", "ai_edge_litert", "ai_edge_quantizer", "flatbuffers"))
@@ -152,7 +160,8 @@ class TFLiteTarget:
         source = request.quantized if request.precision == "int8" else request.model.eval()
         data = self._convert(source, request.example.detach().float().contiguous(), layout,
                              quantized=request.precision == "int8")
-        if request.options.get("split_clamps", True):
+        split_clamps = option_bool(request.options.get("split_clamps", True))
+        if split_clamps:
             data, clamps = split_unit_clamps(data)
             if clamps:
                 result.notes.append(f"{clamps} x RELU_0_TO_1 (clamp to [0, 1]) written as MAXIMUM + MINIMUM, "
@@ -172,7 +181,7 @@ class TFLiteTarget:
         result.runtime = "litert"
         result.input_name, result.output_name, signature = io_names(data)
         result.backend_options = {"delegate": "XNNPACK (interpreter default)", "layout": layout,
-                                  "split_clamps": bool(request.options.get("split_clamps", True)), **signature}
+                                  "split_clamps": split_clamps, **signature}
         if request.precision == "int8":
             result.backend_options["io"] = io_kind
         try:
