@@ -103,6 +103,44 @@ def _refuse_unused_int8_options(args) -> None:
                        f"drop {' '.join(ignored)} (or drop --quantized to calibrate here)")
 
 
+#: Flags only a single export reads: (flag, attribute, its default, what every --matrix cell does instead).
+#: The matrix spans several models and targets, and --resume reuses its rows, so none is passed on.
+_SINGLE_EXPORT_FLAGS = (
+    ("--weights", "weights", None, "exports each model's shipped weights, random where it ships none"),
+    ("--untrained", "untrained", False, "exports each model's shipped weights, random where it ships none"),
+    ("--overlap", "overlap", None, "records each model's own tile overlap"),
+    ("--quantized", "quantized", None, "calibrates its int8 cells here, with --calibration and --calib-images"),
+    ("--mixed", "mixed", None, "quantizes every layer of its int8 cells"),
+    ("--dynamic", "dynamic", False, "builds every cell at the fixed --tile"),
+    ("--no-verify", "verify", True, "runs every cell against PyTorch: that comparison is its check"),
+)
+
+#: Flags only --matrix reads.
+_MATRIX_FLAGS = (("--models", "models", None), ("--targets", "targets", None), ("--precisions", "precisions", None),
+                 ("--json", "json", None), ("--resume", "resume", False))
+
+
+def _refuse_single_export_flags(args) -> None:
+    """Refuse, before anything is built, the flags of a single export that --matrix would ignore."""
+    given = [(flag, does) for flag, name, default, does in _SINGLE_EXPORT_FLAGS if getattr(args, name) != default]
+    if given:
+        flags = [flag for flag, _ in given]
+        raise ZooError(f"--matrix would ignore {', '.join(f'{flag} (it {does})' for flag, does in given)}",
+                       f"drop {' '.join(flags)}, or export one model alone with "
+                       f"{'it' if len(flags) == 1 else 'them'}: zoo export MODEL --target T --precision P "
+                       f"{' '.join(flags)} ...")
+
+
+def _refuse_matrix_flags(args) -> None:
+    """Refuse, before anything is built, the --matrix flags a single export would ignore."""
+    given = [flag for flag, name, default in _MATRIX_FLAGS if getattr(args, name) != default]
+    if given:
+        raise ZooError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} read only by --matrix, so a single "
+                       "export would ignore " + ("it" if len(given) == 1 else "them"),
+                       f"add --matrix to build the coverage table, or drop {' '.join(given)} "
+                       "(a single export takes MODEL --target T --precision P)")
+
+
 def _options(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """``--option`` pairs as a dict; a name given twice is refused (the first value would be lost)."""
     options: dict[str, str] = {}
@@ -171,10 +209,14 @@ def _matrix(args) -> int:
 
     if args.model:
         raise ZooError("--matrix takes --models, not a MODEL argument", f"use --models {args.model}")
+    for flag, value in (("--target", args.target), ("--precision", args.precision)):
+        if value:
+            raise ZooError(f"--matrix takes {flag}s, not {flag}", f"use {flag}s {value}")
     if args.option:
         # The cells span targets that read different options (or none), so each builds with its defaults.
         raise ZooError("--matrix builds every target with its default options, so --option would be ignored",
                        "drop --option, or export that target alone: zoo export MODEL --target T --option KEY=VALUE")
+    _refuse_single_export_flags(args)
     with c_stderr_filtered():
         rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
                           args.output or "exports/matrix", calibration=args.calibration or "auto",
@@ -189,6 +231,7 @@ def export_main(argv: list[str] | None = None) -> int:
     try:
         if args.matrix:
             return _matrix(args)
+        _refuse_matrix_flags(args)
         if args.dynamic and not args.target:
             raise ZooError("--dynamic needs --target", "name the target")
         return _export(args)

@@ -522,6 +522,66 @@ def test_export_refuses_options_it_would_drop(tmp_path, capsys, monkeypatch, arg
     assert list(tmp_path.iterdir()) == []
 
 
+_MATRIX = ["--matrix", "--models", SMALL_MODEL, "--targets", "onnx"]
+_SINGLE = [SMALL_MODEL, "--target", "onnx", "--precision", "fp32"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (_MATRIX + ["--weights", "w.safetensors"],
+     "--matrix would ignore --weights (it exports each model's shipped weights, random where it ships none); "
+     "drop --weights, or export one model alone with it: zoo export MODEL --target T --precision P --weights"),
+    (_MATRIX + ["--untrained"], "--matrix would ignore --untrained (it exports each model's shipped weights"),
+    (_MATRIX + ["--overlap", "8"], "--matrix would ignore --overlap (it records each model's own tile overlap)"),
+    (_MATRIX + ["--quantized", "q.pt2"], "--matrix would ignore --quantized (it calibrates its int8 cells here"),
+    (_MATRIX + ["--mixed", "first-last"], "--matrix would ignore --mixed (it quantizes every layer of its int8 cells)"),
+    (_MATRIX + ["--dynamic"], "--matrix would ignore --dynamic (it builds every cell at the fixed --tile)"),
+    (_MATRIX + ["--no-verify"], "--matrix would ignore --no-verify (it runs every cell against PyTorch"),
+    (_MATRIX + ["--no-verify", "--overlap", "0"],
+     "--matrix would ignore --overlap (it records each model's own tile overlap), --no-verify (it runs every cell "
+     "against PyTorch: that comparison is its check); drop --overlap --no-verify, or export one model alone with "
+     "them"),
+    (_MATRIX + ["--target", "tflite"], "--matrix takes --targets, not --target; use --targets tflite"),
+    (_MATRIX + ["--precision", "int8"], "--matrix takes --precisions, not --precision; use --precisions int8"),
+    (_SINGLE + ["--models", "hinet-lite"],
+     "--models is read only by --matrix, so a single export would ignore it; add --matrix to build the coverage "
+     "table, or drop --models (a single export takes MODEL --target T --precision P)"),
+    (_SINGLE + ["--targets", "onnx,tflite"], "--targets is read only by --matrix"),
+    (_SINGLE + ["--precisions", "fp32"], "--precisions is read only by --matrix"),
+    (_SINGLE + ["--json", "rows.json"], "--json is read only by --matrix"),
+    (_SINGLE + ["--resume", "--json", "rows.json"],
+     "--json, --resume are read only by --matrix, so a single export would ignore them; add --matrix to build the "
+     "coverage table, or drop --json --resume"),
+], ids=["matrix-weights", "matrix-untrained", "matrix-overlap", "matrix-quantized", "matrix-mixed", "matrix-dynamic",
+        "matrix-no-verify", "matrix-two-flags", "matrix-target", "matrix-precision", "single-models",
+        "single-targets", "single-precisions", "single-json", "single-resume"])
+def test_export_refuses_flags_only_the_other_mode_reads(tmp_path, capsys, monkeypatch, args, words):
+    """Before: --matrix built every cell without --weights, --untrained, --overlap, --quantized, --mixed,
+    --dynamic, --no-verify, --target and --precision, and a single export ignored the matrix's flags."""
+    from export_mobile import api, matrix
+    from zoo import registry
+
+    monkeypatch.setattr(api, "export_model", lambda *a, **k: pytest.fail("the export ran"))
+    monkeypatch.setattr(matrix, "run_matrix", lambda *a, **k: pytest.fail("the matrix ran"))
+    monkeypatch.setattr(registry, "create_model", lambda *a, **k: pytest.fail("the model was built"))
+    assert run_cli("export", *args, "--tile", "64", "-o", tmp_path / "out") == 2
+    one_line_error(capsys, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_matrix_passes_on_the_flags_it_reads(tmp_path, monkeypatch):
+    """The refusals above leave alone what every cell does read."""
+    from export_mobile import matrix
+
+    seen = {}
+    monkeypatch.setattr(matrix, "run_matrix", lambda *args, **kwargs: seen.update(args=args, kwargs=kwargs) or [{}])
+    assert run_cli("export", *_MATRIX, "--precisions", "int8", "--tile", "32", "--calibration", "bundled",
+                   "--calib-images", "2", "--data-root", tmp_path, "--no-rewrite", "--quiet", "--resume",
+                   "--json", tmp_path / "rows.json", "-o", tmp_path / "out") == 0
+    assert seen["args"] == ([SMALL_MODEL], ["onnx"], ["int8"], "32", str(tmp_path / "out"))
+    assert seen["kwargs"] == {"calibration": "bundled", "calibration_images": 2, "data_root": str(tmp_path),
+                              "rewrite": False, "json_path": str(tmp_path / "rows.json"), "resume": True}
+
+
 def test_internal_and_declared_options_pass_in_the_spelling_the_target_reads():
     """The ONNX target's calibration arrays (passed from Python) stay accepted; values come back as read;
     a rule between two options (Core ML's weight_threshold is ignored by W8A8) is checked too."""
