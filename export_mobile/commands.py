@@ -217,6 +217,12 @@ def _matrix(args) -> int:
         raise ZooError("--matrix builds every target with its default options, so --option would be ignored",
                        "drop --option, or export that target alone: zoo export MODEL --target T --option KEY=VALUE")
     _refuse_single_export_flags(args)
+    calibration_flags = [flag for flag, value in (("--calibration", args.calibration),
+                                                  ("--calib-images", args.calib_images)) if value is not None]
+    if calibration_flags and args.precisions and "int8" not in _split(args.precisions):
+        raise ZooError(f"{', '.join(calibration_flags)} calibrate{'s' if len(calibration_flags) == 1 else ''} int8 "
+                       f"cells, and --precisions {args.precisions} builds none",
+                       f"drop {' '.join(calibration_flags)}, or add int8 to --precisions")
     with c_stderr_filtered():
         rows = run_matrix(_split(args.models), _split(args.targets), _split(args.precisions), args.tile or 64,
                           args.output or "exports/matrix", calibration=args.calibration or "auto",

@@ -540,6 +540,9 @@ _SINGLE = [SMALL_MODEL, "--target", "onnx", "--precision", "fp32"]
      "--matrix would ignore --overlap (it records each model's own tile overlap), --no-verify (it runs every cell "
      "against PyTorch: that comparison is its check); drop --overlap --no-verify, or export one model alone with "
      "them"),
+    (_MATRIX + ["--precisions", "fp32,fp16", "--calibration", "cal/", "--calib-images", "4"],
+     "--calibration, --calib-images calibrate int8 cells, and --precisions fp32,fp16 builds none; drop "
+     "--calibration --calib-images, or add int8 to --precisions"),
     (_MATRIX + ["--target", "tflite"], "--matrix takes --targets, not --target; use --targets tflite"),
     (_MATRIX + ["--precision", "int8"], "--matrix takes --precisions, not --precision; use --precisions int8"),
     (_SINGLE + ["--models", "hinet-lite"],
@@ -552,7 +555,7 @@ _SINGLE = [SMALL_MODEL, "--target", "onnx", "--precision", "fp32"]
      "--json, --resume are read only by --matrix, so a single export would ignore them; add --matrix to build the "
      "coverage table, or drop --json --resume"),
 ], ids=["matrix-weights", "matrix-untrained", "matrix-overlap", "matrix-quantized", "matrix-mixed", "matrix-dynamic",
-        "matrix-no-verify", "matrix-two-flags", "matrix-target", "matrix-precision", "single-models",
+        "matrix-no-verify", "matrix-two-flags", "matrix-float-calibration", "matrix-target", "matrix-precision", "single-models",
         "single-targets", "single-precisions", "single-json", "single-resume"])
 def test_export_refuses_flags_only_the_other_mode_reads(tmp_path, capsys, monkeypatch, args, words):
     """Before: --matrix built every cell without --weights, --untrained, --overlap, --quantized, --mixed,
