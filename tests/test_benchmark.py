@@ -269,6 +269,21 @@ def test_deconvolution_settings_follow_the_blur_noise_and_jpeg():
     assert settings[(0.0, (60, 90))]["rl_iterations"] < settings[(0.0, None)]["rl_iterations"]
 
 
+def test_the_deblur_suite_scores_the_mild_shake_the_lite_deblurrers_train_on():
+    """The shipped deblurring models train on trajectories of 10-30 px with noise sigma 0-3: the
+    suite scores that shake at 1 % noise (inside the training range), with the deconvolution
+    settings tuned for 1 % noise (re-tuned on mild shake: the same optimum)."""
+    from zoo.tasks import MILD_CAMERA_SHAKE
+
+    trained = parse_degradation(MILD_CAMERA_SHAKE)
+    mild = [parse_degradation(spec) for spec in bm.SUITES["deblur"].degradations
+            if parse_degradation(spec).params["length"] == trained.params["length"]]
+    assert len(mild) == 1 and mild[0].params["length"] == (10.0, 30.0)
+    low, high = trained.params["noise"]
+    assert mild[0].params["noise"] == (2.55, 2.55) and low <= 2.55 <= high
+    assert classical.deconvolution_settings(mild[0]) is classical.DECONVOLUTION_SETTINGS[(2.55, None)]
+
+
 def test_the_deblur_suite_measures_the_jpeg_blur_with_the_kernel_told_references(photos, monkeypatch):
     suite = bm.SUITES["deblur"]
     assert "motion-blur:jpeg=60-90" in suite.degradations

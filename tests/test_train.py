@@ -170,12 +170,12 @@ def test_start_from_another_models_shipped_weights():
     state = model.state_dict()
     assert set(shipped) == set(state)
     assert all(torch.equal(state[key], shipped[key].to(state[key].dtype)) for key in shipped)
-    for weights, message in [("shipped:", "names no model"),
-                             ("shipped:hinet-sidd-0.5x", "ships no weights for hinet-sidd-0.5x"),
-                             ("shipped:hinet-lite", "does not fit"),
-                             ("shipped", "ships no weights for mhnet-lite-deblur")]:
+    for name, weights, message in [("mhnet-lite-deblur", "shipped:", "names no model"),
+                                   ("mhnet-lite-deblur", "shipped:hinet-sidd-0.5x", "ships no weights for hinet-sidd-0.5x"),
+                                   ("mhnet-lite-deblur", "shipped:hinet-lite", "does not fit"),
+                                   ("mhnet-v1-deblur", "shipped", "ships no weights for mhnet-v1-deblur")]:
         with pytest.raises(ZooError, match=message):
-            build_model(ModelSpec(name="mhnet-lite-deblur", weights=weights))
+            build_model(ModelSpec(name=name, weights=weights))
     with pytest.raises(ZooError, match="needs model.name"):
         build_model(ModelSpec(family="hinet-lite", weights="shipped:hinet-lite"))
 

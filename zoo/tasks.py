@@ -42,6 +42,11 @@ class Task:
         return scale if self.crop_border_is_scale else 0
 
 
+#: Training and card degradation of the lite deblurring models: DeblurGAN random trajectories of
+#: 10-30 px (the deblur task's default benchmark uses 60 px, which a CPU budget does not learn;
+#: docs/training.md, "Motion deblurring"), plus Gaussian noise of sigma 0-3 (0-255 scale).
+MILD_CAMERA_SHAKE = "motion-blur:length=10-30,noise=0-3"
+
 #: Every task, in the order schemas and apps list them.
 TASKS: tuple[Task, ...] = (
     Task("denoise", "noise removal (Gaussian or real camera noise)", "gaussian:25"),

@@ -46,6 +46,7 @@ from torch import nn
 from zoo.models.blocks import LayerNorm2d, NAFBlock, SimpleGate, check_input_size
 from zoo.models.hinet_lite import RESIDUAL_INIT_SCALE, Upsample
 from zoo.registry import ModelCard, register
+from zoo.tasks import MILD_CAMERA_SHAKE
 from zoo.tiling import crop_to_size, pad_to_multiple
 
 PAPER = "Gao and Dang, Mixed Hierarchy Network for Image Restoration, arXiv:2302.09554"
@@ -782,6 +783,7 @@ for _task in ("deblur", "derain"):
         single_int8_partition=True,
         size_multiple=2 ** 4,
         weights=f"mhnet_lite_{_task}.safetensors",
+        training_degradation=MILD_CAMERA_SHAKE if _task == "deblur" else None,
         # QAT int8 state (XNNPACK, head/tail float): configs/qat_mhnet_lite_derain_cpu.yaml, 2400 steps
         qat_weights={"xnnpack": "mhnet_lite_derain_qat_xnnpack.safetensors"} if _task == "derain" else {},
         tile=256,
