@@ -51,6 +51,10 @@ CASES = [
     pytest.param("hinet-lite-s", "bsd68", "gaussian:50", id="hinet-lite-s-50", marks=pytest.mark.slow),
     pytest.param("mhnet-lite-derain", "bsd68", "rain", id="mhnet-lite-derain", marks=pytest.mark.slow),
     pytest.param("hinet-lite-derain", "bsd68", "rain", id="hinet-lite-derain", marks=pytest.mark.slow),
+    pytest.param("hinet-lite-deblur", "bsd68", "motion-blur:length=10-30,noise=2.55", id="hinet-lite-deblur",
+                 marks=pytest.mark.slow),
+    pytest.param("mhnet-lite-deblur", "bsd68", "motion-blur:length=10-30,noise=2.55", id="mhnet-lite-deblur",
+                 marks=pytest.mark.slow),
 ]
 
 

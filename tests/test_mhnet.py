@@ -294,10 +294,11 @@ def test_cards_describe_the_released_tasks_and_quote_the_paper():
 
 
 @pytest.mark.parametrize("name", LITE)
-def test_lite_card_ships_no_weights_yet(name):
+def test_lite_cards_name_their_weights_and_build_untrained_on_request(name):
     card = get_card(name)
     assert card.task == name.rsplit("-", 1)[1] and card.single_int8_partition and card.official_weights is None
     assert card.weights == f"mhnet_lite_{card.task}.safetensors"
+    assert card.qat_weights == {"xnnpack": f"mhnet_lite_{card.task}_qat_xnnpack.safetensors"}
     if not card.weights_path.is_file():
         assert not card.has_weights
         with pytest.raises(ZooError, match="no trained weights"):

@@ -766,7 +766,8 @@ _LITE_NOTES = (
     "LayerNorm dropped, not folded: per-pixel statistics cannot become static weights and int8 delegates do not "
     "run it; SMAM (top-k + softmax) and AFFM (softmax) replaced by gated blocks and plain sums; residual branches "
     "start at 0.1x scale and the tail at zero (a fresh model is the identity)",
-    "weights: zoo train configs/mhnet_lite_{task}_cpu.yaml (derain ships; deblur did not train on a CPU budget, docs/mhnet.md)",
+    "weights: zoo train configs/mhnet_lite_derain_cpu.yaml / mhnet_lite_deblur_mild_cpu.yaml (deblur: mild camera shake, "
+    "trajectories of 10-30 px; 60-px shake did not train on a CPU budget, docs/mhnet.md)",
 )
 
 for _task in ("deblur", "derain"):
@@ -784,8 +785,8 @@ for _task in ("deblur", "derain"):
         size_multiple=2 ** 4,
         weights=f"mhnet_lite_{_task}.safetensors",
         training_degradation=MILD_CAMERA_SHAKE if _task == "deblur" else None,
-        # QAT int8 state (XNNPACK, head/tail float): configs/qat_mhnet_lite_derain_cpu.yaml, 2400 steps
-        qat_weights={"xnnpack": "mhnet_lite_derain_qat_xnnpack.safetensors"} if _task == "derain" else {},
+        # QAT int8 state (XNNPACK, head/tail float): configs/qat_mhnet_lite_{task}_cpu.yaml
+        qat_weights={"xnnpack": f"mhnet_lite_{_task}_qat_xnnpack.safetensors"},
         tile=256,
         overlap=32,
         paper=f"Student of {PAPER} (architecture designed for this zoo)",
