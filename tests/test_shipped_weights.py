@@ -14,6 +14,7 @@ from zoo.demo import centre_crop, pick_demo_model, pick_demo_sr_model, run_demo
 from zoo.evaluate import MetricSettings, measure
 from zoo.inference import TileSettings, restore_tensor
 from zoo.registry import create_model, get_card, list_models
+from zoo.tasks import MILD_CAMERA_SHAKE
 
 SHIPPED = [card.name for card in list_models() if card.ships_trained_weights]
 
@@ -30,6 +31,12 @@ MINIMUM_GAIN_DB = {"denoise": 6.0, "blind-denoise": 6.0, "derain": 6.0}
 #: second, smooth crop idsanet-lite-x4 gains 0.50 dB and idsanet-x4 0.42 dB (1.9 / 1.6 dB on the
 #: first). An untrained SR network (zero tail: nearest-neighbour upsampling) loses to bicubic.
 MINIMUM_SR_GAIN_DB = {2: 0.5, 3: 0.4, 4: 0.3}
+#: Deblurring is scored on the mild shake the lite models train on, with 1 % noise (the benchmark's
+#: row, docs/benchmark.md). Gains vary a lot per crop (a 19-px blur gains nothing, a near-sharp noisy
+#: crop 2-3 dB), so the mean over every bundled crop is compared: hinet-lite-deblur gains 1.24 dB,
+#: mhnet-lite-deblur 0.56; an untrained network (the identity) gains 0.
+SCORED_DEGRADATION = {"deblur": MILD_CAMERA_SHAKE.replace("noise=0-3", "noise=2.55")}
+MINIMUM_MEAN_GAIN_DB = {"deblur": 0.3}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -37,15 +44,19 @@ def test_shipped_model_beats_its_degraded_input_by_a_wide_margin(name):
     model, card = create_model(name)
     settings = MetricSettings.for_task(card.task, card.scale)
     gains = []
-    for index, photo in enumerate(bundled_photos()[:2]):
+    photos = bundled_photos() if card.task in MINIMUM_MEAN_GAIN_DB else bundled_photos()[:2]
+    for index, photo in enumerate(photos):
         clean = centre_crop(read_image(photo.path).image, 128)
-        degradation = parse_degradation(card.default_degradation)
+        degradation = parse_degradation(SCORED_DEGRADATION.get(card.task, card.default_degradation))
         degraded = degradation(clean, index)
         clean = degradation.target(clean)
         # The input at the output's size: itself, or its bicubic upscaling for super-resolution.
         baseline = CLASSICAL_METHODS["input"].run(degraded, degradation, index)
         restored = quantize(restore_tensor(model, card, degraded, TileSettings.for_card(card)))
         gains.append(measure(restored, clean, settings)["psnr"] - measure(baseline, clean, settings)["psnr"])
+    if card.task in MINIMUM_MEAN_GAIN_DB:
+        assert sum(gains) / len(gains) > MINIMUM_MEAN_GAIN_DB[card.task], gains
+        return
     least = MINIMUM_SR_GAIN_DB[card.scale] if card.task == "super-resolution" else MINIMUM_GAIN_DB[card.task]
     assert min(gains) > least, gains
 
