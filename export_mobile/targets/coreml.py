@@ -154,7 +154,7 @@ class CoreMLTarget:
             raise ZooError(f"Core ML conversion failed: {first_line(err)}",
                            "rewrite the unsupported operator (see docs/export_targets.md) or use another target") from err
         if mode == "weights":
-            mlmodel = self._quantize_weights(mlmodel, option_count(request.options.get("weight_threshold", 0)))
+            mlmodel = self._quantize_weights(mlmodel, request.options.get("weight_threshold", 0))  # parsed by check_request
             notes.append("int8 weights (linear symmetric, per output channel), fp16 activations")
         elif mode == "w8a8":
             notes.append("W8A8 from the PT2E model (coreml recipe): int8 weights, uint8 activations; "

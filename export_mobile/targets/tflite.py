@@ -160,7 +160,7 @@ class TFLiteTarget:
         source = request.quantized if request.precision == "int8" else request.model.eval()
         data = self._convert(source, request.example.detach().float().contiguous(), layout,
                              quantized=request.precision == "int8")
-        split_clamps = option_bool(request.options.get("split_clamps", True))
+        split_clamps = request.options.get("split_clamps", True)  # a bool: check_request parsed it
         if split_clamps:
             data, clamps = split_unit_clamps(data)
             if clamps:

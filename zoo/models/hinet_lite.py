@@ -363,7 +363,7 @@ def _build(widths: tuple[int, ...], encoder_blocks: tuple[int, ...], decoder_blo
 _TASK_NOTES = {
     "denoise": "task: colour Gaussian denoising, one model for sigma 15-50 (0-255 scale), noise level not given "
                "(train with degradation gaussian:15-50); output clamped to [0, 1] in eval mode only",
-    "deblur": "task: blind deblurring of mild camera shake (degradation motion-blur:length=10-30,noise=0-3: "
+    "deblur": f"task: blind deblurring of mild camera shake (degradation {MILD_CAMERA_SHAKE}: "
               "DeblurGAN random trajectories of 10-30 px on a 65-pixel canvas, Gaussian noise sigma 0-3); the "
               "task's default benchmark (path length 60) is far harder and scored in the card too; output clamped "
               "to [0, 1] in eval mode only",
