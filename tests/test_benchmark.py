@@ -49,6 +49,20 @@ def test_deconvolution_told_the_kernel_undoes_the_blur(photos):
         classical.richardson_lucy(blurred, parse_degradation("gaussian:25"), 0)
 
 
+def test_deconvolution_of_a_one_of_blur_is_told_the_kernel_and_settings_of_the_blur_each_image_got(photos):
+    clean = _clean(photos)
+    plain, jpeg = "motion-blur:size=15,length=20,noise=2.55", "motion-blur:size=15,length=20,jpeg=60-90"
+    either = parse_degradation(f"{plain} || {jpeg}")
+    for seed, alternative in ((4, plain), (5, jpeg)):
+        blurred = either(clean, seed)
+        alone = parse_degradation(alternative)
+        assert torch.equal(blurred, alone(clean, seed))
+        for method in (classical.richardson_lucy, classical.wiener):
+            assert torch.equal(method(blurred, either, seed), method(blurred, alone, seed)), (method, seed)
+    noise = parse_degradation("gaussian:10 || gaussian:40")
+    assert classical._true_sigma(noise, 3) == 40.0 and classical._true_sigma(noise, 8) == 10.0
+
+
 def test_cbm3d_is_told_the_true_sigma(monkeypatch, photos):
     seen = []
     fake = type("bm3d", (), {"bm3d_rgb": staticmethod(lambda image, sigma: seen.append(sigma) or image)})
@@ -278,10 +292,13 @@ def test_the_deblur_suite_scores_the_mild_shake_the_lite_deblurrers_train_on():
     trained = parse_degradation(MILD_CAMERA_SHAKE)
     mild = [parse_degradation(spec) for spec in bm.SUITES["deblur"].degradations
             if parse_degradation(spec).params["length"] == trained.params["length"]]
-    assert len(mild) == 1 and mild[0].params["length"] == (10.0, 30.0)
+    # 1 % noise, and saved as a JPEG (hinet-lite-deblur trains on both, zoo.tasks.MILD_CAMERA_SHAKE_OR_JPEG).
+    assert [d.params["jpeg"] for d in mild] == [None, (60, 90)]
+    assert all(d.params["length"] == (10.0, 30.0) for d in mild)
     low, high = trained.params["noise"]
     assert mild[0].params["noise"] == (2.55, 2.55) and low <= 2.55 <= high
     assert classical.deconvolution_settings(mild[0]) is classical.DECONVOLUTION_SETTINGS[(2.55, None)]
+    assert classical.deconvolution_settings(mild[1]) is classical.DECONVOLUTION_SETTINGS[(0.0, (60, 90))]
 
 
 def test_the_deblur_suite_measures_the_jpeg_blur_with_the_kernel_told_references(photos, monkeypatch):

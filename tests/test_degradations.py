@@ -377,3 +377,64 @@ def test_bad_specs_name_the_problem_and_list_the_forms(spec, named_part):
 def test_batched_input_is_refused():
     with pytest.raises(ValueError, match="CHW"):
         parse_degradation("gaussian:25")(torch.rand(1, 3, 8, 8), 0)
+
+
+# --------------------------------------------------------------------------------------------
+# One of several degradations: ``A || B``
+
+MILD = "motion-blur:size=15,length=5-10,noise=0-3"
+MILD_JPEG = "motion-blur:size=15,length=5-10,noise=0-3,jpeg=60-90"
+
+
+def test_one_of_degrades_each_seed_exactly_as_its_alternative_would():
+    mixed = parse_degradation(f"{MILD} || {MILD_JPEG}")
+    image = _image(48, 48)
+    alternatives = [parse_degradation(MILD), parse_degradation(MILD_JPEG)]
+    for seed in (0, 1, 2, 7, 2**61 + 3):
+        chosen = alternatives[seed % 2]
+        assert mixed.choose(seed) == chosen
+        assert torch.equal(mixed(image, seed), chosen(image, seed))
+    # JPEG output is 8-bit, the noisy blur is not: both kinds really occur.
+    assert torch.equal(mixed(image, 1), (mixed(image, 1) * 255).round() / 255)
+    assert not torch.equal(mixed(image, 0), (mixed(image, 0) * 255).round() / 255)
+
+
+def test_one_of_draws_its_alternatives_equally_often_from_random_seeds():
+    mixed = parse_degradation("gaussian:15 || gaussian:50 || gaussian:25")
+    rng = np.random.default_rng(0)
+    counts = {}
+    for seed in rng.integers(2**62, size=3000):
+        spec = mixed.choose(int(seed)).spec
+        counts[spec] = counts.get(spec, 0) + 1
+    assert sorted(counts) == ["gaussian:15", "gaussian:25", "gaussian:50"]
+    assert all(abs(count - 1000) < 100 for count in counts.values())
+
+
+def test_one_of_keeps_the_widest_context_a_common_grid_and_the_shared_scale():
+    mixed = parse_degradation(f"gaussian:5 || {MILD_JPEG}")
+    jpeg = parse_degradation(MILD_JPEG)
+    assert (mixed.context, mixed.grid, mixed.scale) == (jpeg.context, jpeg.grid, 1)
+
+
+def test_one_of_spec_is_canonical_and_round_trips():
+    mixed = parse_degradation("gaussian:25||motion-blur:noise=2.55")
+    assert mixed.spec == "gaussian:25 || motion-blur:noise=2.55"
+    assert parse_degradation(mixed.spec) == mixed
+
+
+@pytest.mark.parametrize(
+    "spec, named_part",
+    [
+        ("gaussian:25 || bicubic:x2", "scales [1, 2]"),
+        ("gaussian:25 ||", "empty alternative"),
+        ("|| gaussian:25", "empty alternative"),
+        ("gaussian:25 || gaussian:25", "given twice"),
+        ("gaussian:25 || blur:3", "alternative 'blur:3': unknown degradation 'blur'"),
+        ("gaussian:25 || motion-blur:jpeg=0", "alternative 'motion-blur:jpeg=0'"),
+    ],
+)
+def test_bad_one_of_specs_name_the_alternative(spec, named_part):
+    with pytest.raises(ZooError) as caught:
+        parse_degradation(spec)
+    assert named_part in str(caught.value)
+    assert f"bad degradation spec {spec!r}" in str(caught.value)

@@ -21,6 +21,7 @@ uniformly per image from the seed::
     motion-blur[:size=N,length=RANGE,exposure=RANGE,noise=RANGE,jpeg=RANGE]
     rain[:density=RANGE,length=RANGE,angle=RANGE,intensity=RANGE,width=RANGE,blend=add|screen]
     bicubic:x2 | bicubic:x3 | bicubic:x4      MATLAB bicubic downscale, then 8-bit quantization
+    SPEC || SPEC [|| SPEC ...]                one of the alternatives per image, drawn from the seed
 
 See docs/conventions.md for the sources of each convention.
 """
@@ -49,6 +50,8 @@ __all__ = [
     "JPEG_MCU",
     "RainStreaks",
     "BicubicDownscale",
+    "OneOf",
+    "resolve",
     "parse_degradation",
     "camera_shake_kernel",
     "camera_shake_trajectory",
@@ -65,7 +68,11 @@ VALID_FORMS = (
     "motion-blur[:size=N,length=L,exposure=E,noise=S,jpeg=Q] (jpeg: quality 1-100 or LO-HI, e.g. jpeg=60-90)",
     "rain[:density=D,length=L,angle=A,intensity=I,width=W,blend=add|screen]",
     "bicubic:x2|x3|x4",
+    "A || B (one of the specs per image, equally likely, e.g. motion-blur:noise=2.55 || motion-blur:jpeg=60-90)",
 )
+
+#: Separates the alternatives of a :class:`OneOf` spec.
+ONE_OF_SEPARATOR = "||"
 
 _NUMBER = r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?"
 _RANGE_RE = re.compile(rf"^({_NUMBER})(?:-({_NUMBER}))?$")
@@ -682,6 +689,56 @@ class BicubicDownscale(Degradation):
         return low_res.to(clean.dtype)
 
 
+class OneOf(Degradation):
+    """``A || B [|| ...]``: each image gets one of the alternatives, equally likely.
+
+    The alternative follows from the seed (:meth:`choose`), and the chosen degradation is then
+    called with that same seed, so an image is degraded exactly as the alternative's own spec
+    would degrade it with that seed. Used to train one model for several conditions (blur with
+    and without JPEG compression, as in NTIRE 2021's two deblurring tracks). The alternatives must
+    share a scale; a training patch keeps the largest context and a grid every alternative accepts.
+    """
+
+    def __init__(self, alternatives: list[Degradation]):
+        if len(alternatives) < 2:
+            raise ValueError("OneOf needs at least two alternatives")
+        scales = {alternative.scale for alternative in alternatives}
+        if len(scales) > 1:
+            raise ValueError(f"the alternatives have different scales {sorted(scales)}")
+        self.alternatives = list(alternatives)
+        self.scale = alternatives[0].scale
+        self.spec = f" {ONE_OF_SEPARATOR} ".join(alternative.spec for alternative in alternatives)
+
+    def choose(self, seed: int) -> Degradation:
+        """The alternative that degrades the image of ``seed``: number ``seed mod n``.
+
+        Training draws its seeds at random (so each alternative is equally likely); validation
+        and benchmarks number their images with consecutive seeds, so they cycle through the
+        alternatives in turn, each scored on an equal share."""
+        return self.alternatives[int(seed) % len(self.alternatives)]
+
+    @property
+    def context(self) -> int:
+        return max(alternative.context for alternative in self.alternatives)
+
+    @property
+    def grid(self) -> int:
+        return math.lcm(*(alternative.grid for alternative in self.alternatives))
+
+    def target(self, clean: torch.Tensor) -> torch.Tensor:
+        return self.alternatives[0].target(clean)
+
+    def __call__(self, clean: torch.Tensor, seed: int) -> torch.Tensor:
+        return self.choose(seed)(clean, seed)
+
+
+def resolve(degradation: Degradation, seed: int) -> Degradation:
+    """The plain degradation that degrades the image of ``seed``: the alternative a
+    :class:`OneOf` draws for it, otherwise ``degradation`` itself. Classical references told the
+    true sigma or kernel ask it."""
+    return degradation.choose(seed) if isinstance(degradation, OneOf) else degradation
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing
 
@@ -730,6 +787,24 @@ def parse_degradation(spec: str) -> Degradation:
     if not isinstance(spec, str) or not spec.strip():
         raise _bad_spec(str(spec), "empty spec")
     text = spec.strip()
+    if ONE_OF_SEPARATOR in text:
+        parts = [part.strip() for part in text.split(ONE_OF_SEPARATOR)]
+        if any(not part for part in parts):
+            raise _bad_spec(spec, f"an empty alternative around '{ONE_OF_SEPARATOR}'")
+        alternatives = []
+        for part in parts:
+            try:
+                alternatives.append(parse_degradation(part))
+            except ZooError as err:
+                reason = err.problem.removeprefix(f"bad degradation spec {part!r}: ")
+                raise _bad_spec(spec, f"alternative {part!r}: {reason}") from None
+        if len({alternative.spec for alternative in alternatives}) < len(alternatives):
+            raise _bad_spec(spec, "an alternative is given twice")
+        scales = sorted({alternative.scale for alternative in alternatives})
+        if len(scales) > 1:
+            raise _bad_spec(spec, f"the alternatives change the size differently (scales {scales}); "
+                                  "one model restores one scale")
+        return OneOf(alternatives)
     name, sep, rest = text.partition(":")
     name = name.strip().lower()
     params = rest.strip() if sep else None
