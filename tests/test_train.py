@@ -857,3 +857,27 @@ def test_patch_schedule_is_checked(pool_dir, tmp_path):
     with pytest.raises(ZooError, match=r"no training image is at least 80x80 pixels"):
         train(config_from_dict(tiny_config(pool_dir), ["data.patch_schedule=[[2, 80, 2]]"]), tmp_path / "run",
               progress=False)
+
+
+def test_family_names_resolve_or_name_the_way_to_pick_one():
+    from zoo.models.idsanet import IDSANet
+    from zoo.models.mhnet import MHNetLite
+    from zoo.registry import family_class
+    from zoo.train.models import _family_class
+
+    assert family_class("hinet-lite").__name__ == "HINetLite" and family_class("hinet").__name__ == "HINet"
+    # A name covering several architectures names them, in the module:Class form that works.
+    with pytest.raises(ZooError) as caught:
+        family_class("idsanet")
+    message = str(caught.value)
+    assert "zoo.models.idsanet:IDSANet" in message and "zoo.models.idsanet:IDSANetLite" in message
+    assert _family_class("zoo.models.idsanet:IDSANet") is IDSANet
+    with pytest.raises(ZooError) as caught:
+        family_class("nope")
+    fix = caught.value.fix
+    assert "hinet-lite" in fix and "module:Class" in fix
+    # The suggested names are the unambiguous ones only.
+    suggested = fix.split("use one of ")[1].split(", or")[0].split(", ")
+    assert "idsanet" not in suggested and "mhnet" not in suggested
+    assert all(family_class(name) for name in suggested)
+    assert _family_class("zoo.models.mhnet:MHNetLite") is MHNetLite

@@ -244,21 +244,27 @@ def family_class(family: str) -> type:
     (``hinet`` -> ``zoo.models.hinet.HINet``, ``hinet-lite`` -> ``zoo.models.hinet_lite.HINetLite``),
     or a card's ``family`` whose trainable cards all share one architecture. Per-image
     (zero-shot) models are not trainable and not looked at. :class:`ZooError` listing the valid
-    names when there is no such family.
+    names when there is no such family, and naming the ``module:Class`` choices when the name
+    covers several architectures (``idsanet``, ``mhnet``).
     """
     cards = [card for card in list_models() if not card.zero_shot]
-    classes = {architecture_of(card) for card in cards if _module_family(architecture_of(card)) == family}
-    if not classes:
-        classes = {architecture_of(card) for card in cards if card.family == family}
+
+    def architectures(name: str) -> set[type]:
+        # The module's name first, then a card family.
+        found = {architecture_of(card) for card in cards if _module_family(architecture_of(card)) == name}
+        return found or {architecture_of(card) for card in cards if card.family == name}
+
+    classes = architectures(family)
     if len(classes) == 1:
         return classes.pop()
-    names = sorted({_module_family(architecture_of(card)) for card in cards}
-                   | {card.family for card in cards
-                      if len({architecture_of(other) for other in cards if other.family == card.family}) == 1})
+    names = sorted(name for name in {_module_family(architecture_of(card)) for card in cards}
+                   | {card.family for card in cards} if len(architectures(name)) == 1)
     if classes:
-        found = ", ".join(sorted(f"{cls.__module__}.{cls.__name__}" for cls in classes))
-        raise ZooError(f"model family {family!r} has several architectures ({found})", f"use one of {', '.join(names)}")
-    raise ZooError(f"unknown model family {family!r}", f"use one of {', '.join(names)}")
+        found = sorted(f"{cls.__module__}:{cls.__name__}" for cls in classes)
+        raise ZooError(f"model family {family!r} has several architectures ({', '.join(found)})",
+                       f"name one as module:Class, e.g. {found[0]}")
+    raise ZooError(f"unknown model family {family!r}",
+                   f"use one of {', '.join(names)}, or name a class as module:Class (e.g. zoo.models.mhnet:MHNetLite)")
 
 
 def load_card_weights(model, card: ModelCard, weights, reinit: tuple[str, ...] = ()) -> None:
