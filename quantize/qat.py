@@ -145,8 +145,13 @@ def prepare_qat_graph(model: torch.nn.Module, example: torch.Tensor, recipe, mix
     quantizer = recipe.quantizer(is_qat=True, mixed=mixed)
     prepared = prepare_qat_pt2e(exported, quantizer)
     prepared.meta[MIXED_KEY] = _resolved_mixed(quantizer, mixed)
+    # The observation pass gives every quantizer its shapes and a finite range. A constant image
+    # (the engine's all-zero example) can make a model's normalisation divide ~0 by ~0 once its
+    # activations are fake-quantized (IDSANet's instance norm: NaN ranges), so it sees noise.
+    batch = _as_batch(example)
+    observed = torch.rand(batch.shape, generator=torch.Generator().manual_seed(0)).to(batch)
     with torch.no_grad():
-        prepared(_as_batch(example))
+        prepared(observed)
     return prepared
 
 

@@ -226,3 +226,29 @@ def test_executorch_artifact_of_the_qat_model_matches_the_converted_graph(pool_d
     got = artifact.forward_tiles(x)
     psnr = 10 * torch.log10(1 / torch.mean((got - expected) ** 2).clamp_min(1e-12))
     assert outcome is not None and psnr > 40.0
+
+
+TINY_IDSANET = {"family": "zoo.models.idsanet:IDSANet", "kwargs": {"scale": 2, "channels": 8, "groups": 1, "stages": 1, "heads": 2,
+                                                "window": 8, "qk_channels": 4}}
+
+
+def test_idsanet_trains_with_qat_on_window_multiples_with_finite_gradients(pool_dir, tmp_path):
+    """IDSANet pads to its 8-pixel window in eager mode (any size works), but its dynamic-size QAT
+    graph needs window multiples; and its instance norm / cosine attention divide by a quantized
+    variance / norm, which must not round to a zero that makes the gradients NaN."""
+    raw = qat_config(pool_dir, data={"degradation": "bicubic:x2", "patch_size": 32, "val_crop": 32})
+    raw["model"] = dict(TINY_IDSANET)
+    raw["quantization"].update({"mixed": "none", "tile": 16})
+    result = run_qat(raw, tmp_path / "run")
+    assert result.finished and all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
+    from quantize.ptq import load_quantized
+
+    graph, sidecar = load_quantized(result.phase_outputs["quantized_model"])
+    assert sidecar["input_shape"] == [3, 16, 16]
+    with torch.no_grad():
+        out = graph(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+    # 24-pixel HR patches give 12-pixel LR inputs: not a multiple of the window, refused up front.
+    raw["data"]["patch_size"] = 24
+    with pytest.raises(ZooError, match="multiple of 8"):
+        run_qat(raw, tmp_path / "refused")

@@ -93,11 +93,15 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     (N, C, H, W) -> same shape: each channel of each image shifted to mean 0 and scaled to
     (biased) variance 1, like ``F.instance_norm(x, eps=eps)``, but written as reductions, which
     every exporter lowers (``instance_norm`` itself is rarely a delegate op).
+
+    The floor at ``eps`` changes nothing in float (``variance + eps >= eps``); in an int8 graph,
+    where ``variance + eps`` is quantized and a flat channel's rounds to 0, it keeps ``rsqrt``
+    finite (QAT's gradients were NaN without it).
     """
     mean = x.mean(dim=(2, 3), keepdim=True)
     centred = x - mean
     variance = centred.pow(2).mean(dim=(2, 3), keepdim=True)
-    return centred * torch.rsqrt(variance + eps)
+    return centred * torch.rsqrt(torch.maximum(variance + eps, torch.full_like(variance, eps)))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -117,7 +121,9 @@ def repeat_for_pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
 
 def _l2_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``x / ||x||`` along the last dimension (plain ops; ``F.normalize`` up to its eps handling)."""
-    return x * torch.rsqrt(x.pow(2).sum(dim=-1, keepdim=True) + eps)
+    squared_norm = x.pow(2).sum(dim=-1, keepdim=True) + eps
+    # Floored at eps for int8 graphs, as in instance_norm (no change in float).
+    return x * torch.rsqrt(torch.maximum(squared_norm, torch.full_like(squared_norm, eps)))
 
 
 def _relative_position_index(window: int) -> torch.Tensor:
@@ -344,6 +350,9 @@ class IDSANet(nn.Module):
             raise ValueError(f"scale must be >= 1 and channels even, got scale {scale}, channels {channels}")
         self.scale, self.window, self.clamp_output = scale, window, clamp_output
         self.size_multiple = 1  # padding to the window happens inside forward
+        # torch.export with a dynamic height and width (QAT graphs) needs inputs that take no
+        # padding: multiples of the window.
+        self.graph_size_multiple = window
         self.head = nn.Conv2d(3, channels, 3, padding=1)
         self.groups = nn.ModuleList(
             AttentionSharingGroup(channels, stages, heads, window, qk_channels, expansion) for _ in range(groups))
@@ -366,7 +375,9 @@ class IDSANet(nn.Module):
             features = group(features)
         features = self.body(features) + shallow
         upscaled = F.pixel_shuffle(self.tail(features) + repeat_for_pixel_shuffle(padded, self.scale), self.scale)
-        upscaled = upscaled[..., : height * self.scale, : width * self.scale]
+        if padded.shape[-2:] != x.shape[-2:]:
+            # Only when padded: a full-size slice exports as an alias node, which Core ML refuses.
+            upscaled = upscaled[..., : height * self.scale, : width * self.scale]
         if self.clamp_output and not self.training:
             upscaled = upscaled.clamp(0.0, 1.0)
         return upscaled

@@ -435,6 +435,12 @@ class _Run:
         np.random.seed(tcfg.seed % 2**32)
         torch.manual_seed(tcfg.seed)
         self.model, self.size_multiple = build_model(config.model)
+        if getattr(config, "quantization", None) is not None:
+            # A QAT graph is exported with a dynamic height and width, which some models take only
+            # in multiples of a larger unit than eager mode needs (IDSANet: its attention window,
+            # which eager mode pads to): patches and validation crops keep to that unit.
+            self.size_multiple = math.lcm(self.size_multiple,
+                                          int(getattr(self.model, "graph_size_multiple", self.size_multiple)))
         self.identity = config.model.describe()
         self.uses_degradation = bool(dcfg.sources and dcfg.degradation)
         scale = 1
