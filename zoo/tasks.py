@@ -49,6 +49,13 @@ MILD_CAMERA_SHAKE = "motion-blur:length=10-30,noise=0-3"
 #: The same shake as scored by `zoo benchmark deblur` and the cards: 1 % noise (sigma 2.55, inside
 #: the training range), the non-blind deconvolution literature's setting (docs/benchmark.md).
 MILD_CAMERA_SHAKE_SCORED = "motion-blur:length=10-30,noise=2.55"
+#: Mild shake, then saved as a JPEG of quality 60-90 (NTIRE 2021 deblurring's JPEG track, the one
+#: HINet won, on mild trajectories; no added noise, as there): the second row hinet-lite-deblur is
+#: scored on.
+MILD_CAMERA_SHAKE_JPEG_SCORED = "motion-blur:length=10-30,jpeg=60-90"
+#: Training degradation of hinet-lite-deblur from its second stage on: each patch is mild shake as
+#: above, or the same saved as a JPEG of quality 60-90, equally likely (phone photos are JPEGs).
+MILD_CAMERA_SHAKE_OR_JPEG = f"{MILD_CAMERA_SHAKE} || {MILD_CAMERA_SHAKE},jpeg=60-90"
 
 #: Every task, in the order schemas and apps list them.
 TASKS: tuple[Task, ...] = (
