@@ -597,6 +597,11 @@ def test_internal_and_declared_options_pass_in_the_spelling_the_target_reads():
     assert check_options(get_target("coreml"), "int8", {"compute_units": "CPU_AND_NE", "weight_threshold": "2048"}) \
         == {"compute_units": "cpu_and_ne", "weight_threshold": 2048}
     assert check_options(get_target("executorch-qnn"), "fp16", {"soc": "SM8650"}) == {"soc": "SM8650"}
+    assert check_options(get_target("executorch-qnn"), "fp16", {"soc": " qcs6490 "}) == {"soc": "QCS6490"}
+    # A chipset typo is refused without the QNN SDK (it was found only after the SDK imported).
+    for typo in ("SM865", "8650", "snapdragon", "SM8650-AB"):
+        with pytest.raises(ZooError, match="takes a Qualcomm chipset name such as SM8650"):
+            check_options(get_target("executorch-qnn"), "fp16", {"soc": typo})
     assert check_options(get_target("executorch-xnnpack"), "fp32", {}) == {}
     with pytest.raises(ZooError, match="weight_threshold applies to int8_mode=weights, and this export is W8A8"):
         check_options(get_target("coreml"), "int8", {"int8_mode": "W8A8", "weight_threshold": "0"})

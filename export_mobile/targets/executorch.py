@@ -29,6 +29,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -363,11 +364,22 @@ class VulkanTarget(ExecuTorchTarget):
                 "executorch with -DEXECUTORCH_BUILD_VULKAN=ON")
 
 
+def _chipset_name(value) -> str:
+    """A Qualcomm chipset name as QcomChipset spells it (upper case): 2-4 letters, 4 digits, an
+    optional letter. ``ValueError`` for anything else (a typo is refused before the SDK loads)."""
+    name = str(value).strip().upper()
+    if not re.fullmatch(r"[A-Z]{2,4}\d{4}[A-Z]?", name):
+        raise ValueError("takes a Qualcomm chipset name such as SM8650, SM8550, SA8295 or QCS6490")
+    return name
+
+
 class QnnTarget(ExecuTorchTarget):
     """Qualcomm QNN (HTP) delegate; lowering needs the QNN SDK named by ``QNN_SDK_ROOT``."""
 
-    # The chipset names live in the SDK's QcomChipset, checked when the SDK is imported.
-    accepted_options = {"soc": TargetOption("the Snapdragon chipset, a QcomChipset name such as SM8650")}
+    # The chipset names live in the SDK's QcomChipset, checked when the SDK is imported; their
+    # form (SM8650, SA8295, QCS6490, SSG2115P, SXR2230P) is checked before, without the SDK.
+    accepted_options = {"soc": TargetOption("the Snapdragon chipset, a QcomChipset name such as SM8650",
+                                            parse=_chipset_name)}
 
     def __init__(self):
         super().__init__("executorch-qnn", "QnnBackend", ("fp16",), None,
