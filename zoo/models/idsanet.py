@@ -96,12 +96,14 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
     The floor at ``eps`` changes nothing in float (``variance + eps >= eps``); in an int8 graph,
     where ``variance + eps`` is quantized and a flat channel's rounds to 0, it keeps ``rsqrt``
-    finite (QAT's gradients were NaN without it).
+    finite (QAT's gradients were NaN without it). A clamp, not ``torch.maximum`` with a filled
+    tensor: the XNNPACK quantizer leaves it in float and the delegate takes it (a ``full_like``
+    would add partitions).
     """
     mean = x.mean(dim=(2, 3), keepdim=True)
     centred = x - mean
     variance = centred.pow(2).mean(dim=(2, 3), keepdim=True)
-    return centred * torch.rsqrt(torch.maximum(variance + eps, torch.full_like(variance, eps)))
+    return centred * torch.rsqrt((variance + eps).clamp_min(eps))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -123,7 +125,7 @@ def _l2_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``x / ||x||`` along the last dimension (plain ops; ``F.normalize`` up to its eps handling)."""
     squared_norm = x.pow(2).sum(dim=-1, keepdim=True) + eps
     # Floored at eps for int8 graphs, as in instance_norm (no change in float).
-    return x * torch.rsqrt(torch.maximum(squared_norm, torch.full_like(squared_norm, eps)))
+    return x * torch.rsqrt(squared_norm.clamp_min(eps))
 
 
 def _relative_position_index(window: int) -> torch.Tensor:
