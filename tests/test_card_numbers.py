@@ -53,6 +53,8 @@ CASES = [
     pytest.param("hinet-lite-derain", "bsd68", "rain", id="hinet-lite-derain", marks=pytest.mark.slow),
     pytest.param("hinet-lite-deblur", "bsd68", "motion-blur:length=10-30,noise=2.55", id="hinet-lite-deblur",
                  marks=pytest.mark.slow),
+    pytest.param("hinet-lite-deblur", "bsd68", "motion-blur:length=10-30,jpeg=60-90", id="hinet-lite-deblur-jpeg",
+                 marks=pytest.mark.slow),
     pytest.param("mhnet-lite-deblur", "bsd68", "motion-blur:length=10-30,noise=2.55", id="mhnet-lite-deblur",
                  marks=pytest.mark.slow),
 ]

@@ -40,7 +40,7 @@ from torch import nn
 
 from zoo.models.blocks import check_input_size
 from zoo.registry import ModelCard, register
-from zoo.tasks import MILD_CAMERA_SHAKE
+from zoo.tasks import MILD_CAMERA_SHAKE, MILD_CAMERA_SHAKE_OR_JPEG
 
 PAPER = ("Student of Chen et al., HINet: Half Instance Normalization Network for Image Restoration, "
          "CVPRW 2021 (architecture designed for this zoo)")
@@ -350,9 +350,9 @@ _TIERS = (
     ("hinet-lite-derain", "lite", "derain", "rain", _LITE, "hinet_lite_derain.safetensors",
      "HINet-Lite for rain-streak removal (the zoo's Rain100L-style synthetic rain), fine-tuned from the "
      "hinet-lite denoiser; 3.49 M parameters, 2.73 GMACs at 256x256"),
-    ("hinet-lite-deblur", "lite", "deblur", MILD_CAMERA_SHAKE, _LITE, "hinet_lite_deblur.safetensors",
-     "HINet-Lite for mild camera-shake motion deblurring (trajectory length 10-30 px), fine-tuned from the "
-     "hinet-lite denoiser; 3.49 M parameters, 2.73 GMACs at 256x256"),
+    ("hinet-lite-deblur", "lite", "deblur", MILD_CAMERA_SHAKE_OR_JPEG, _LITE, "hinet_lite_deblur.safetensors",
+     "HINet-Lite for mild camera-shake motion deblurring (trajectory length 10-30 px), also of photos saved as "
+     "JPEGs; fine-tuned from the hinet-lite denoiser; 3.49 M parameters, 2.73 GMACs at 256x256"),
 )
 
 
@@ -364,9 +364,10 @@ _TASK_NOTES = {
     "denoise": "task: colour Gaussian denoising, one model for sigma 15-50 (0-255 scale), noise level not given "
                "(train with degradation gaussian:15-50); output clamped to [0, 1] in eval mode only",
     "deblur": f"task: blind deblurring of mild camera shake (degradation {MILD_CAMERA_SHAKE}: "
-              "DeblurGAN random trajectories of 10-30 px on a 65-pixel canvas, Gaussian noise sigma 0-3); the "
-              "task's default benchmark (path length 60) is far harder and scored in the card too; output clamped "
-              "to [0, 1] in eval mode only",
+              "DeblurGAN random trajectories of 10-30 px on a 65-pixel canvas, Gaussian noise sigma 0-3; from "
+              "its second stage on, half of the training patches are then saved as a JPEG of quality 60-90, "
+              f"{MILD_CAMERA_SHAKE_OR_JPEG!r}); the task's default benchmark (path length 60) is far harder and "
+              "scored in the card too; output clamped to [0, 1] in eval mode only",
     "derain": "task: rain-streak removal (degradation `rain`: additive Rain100L-style streaks, density 0.004, "
               "length 15-25 px, 80-100 degrees); output clamped to [0, 1] in eval mode only",
 }
