@@ -21,7 +21,7 @@ uniformly per image from the seed::
     motion-blur[:size=N,length=RANGE,exposure=RANGE,noise=RANGE,jpeg=RANGE]
     rain[:density=RANGE,length=RANGE,angle=RANGE,intensity=RANGE,width=RANGE,blend=add|screen]
     bicubic:x2 | bicubic:x3 | bicubic:x4      MATLAB bicubic downscale, then 8-bit quantization
-    SPEC || SPEC [|| SPEC ...]                one of the alternatives per image, drawn from the seed
+    SPEC || SPEC [|| SPEC ...]                one of the alternatives per image: number seed mod n
 
 See docs/conventions.md for the sources of each convention.
 """
