@@ -195,9 +195,41 @@ def set_activation_ranges_from_ptq(prepared: torch.fx.GraphModule, model: torch.
     return count
 
 
+#: Smallest scale an LSQ quantizer keeps (the PTQ observers' floor, ``torch.finfo(float32).eps``).
+MIN_LEARNED_SCALE = float(torch.finfo(torch.float32).eps)
+
+
+def _positive_scale_fake_quantize():
+    """torchao's ``LearnableFakeQuantize`` whose scale stays >= :data:`MIN_LEARNED_SCALE`.
+
+    Gradient steps can push the learned scale of a nearly constant activation through zero
+    (seen in idsanet-x4's QAT: 30 of 802 scales ended negative); torchao does not clamp it, and
+    XNNPACK refuses a negative scale when it loads the artifact. The floor is applied before
+    every forward and before the scale is read for conversion, so states saved before it was
+    added convert correctly too."""
+    from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
+
+    class PositiveScaleLearnableFakeQuantize(LearnableFakeQuantize):
+        def _keep_scale_positive(self) -> None:
+            with torch.no_grad():
+                self.scale.clamp_(min=MIN_LEARNED_SCALE)
+
+        def forward(self, X):
+            self._keep_scale_positive()
+            return super().forward(X)
+
+        @torch.jit.export
+        def calculate_qparams(self):
+            self._keep_scale_positive()
+            return super().calculate_qparams()
+
+    return PositiveScaleLearnableFakeQuantize
+
+
 def use_learnable_scales(prepared: torch.fx.GraphModule) -> int:
     """LSQ: replace every fake quantizer of ``prepared`` by torchao's ``LearnableFakeQuantize``
-    starting at its current scale and zero point; returns how many were replaced.
+    (with its scale kept positive, :func:`_positive_scale_fake_quantize`) starting at its current
+    scale and zero point; returns how many were replaced.
 
     The scales become parameters trained through the straight-through estimator (with LSQ's
     gradient scaling ``1 / sqrt(numel * quant_max)``); the observers stop (a learned scale is
@@ -221,8 +253,9 @@ def use_learnable_scales(prepared: torch.fx.GraphModule) -> int:
         observer_kwargs = {"dtype": inner.dtype, "qscheme": qscheme}
         if is_per_channel(old):
             observer_kwargs["ch_axis"] = old.ch_axis
-        learnable = LearnableFakeQuantize(type(inner), quant_min=inner.quant_min, quant_max=inner.quant_max,
-                                          use_grad_scaling=True, **observer_kwargs)
+        learnable = _positive_scale_fake_quantize()(type(inner), quant_min=inner.quant_min,
+                                                    quant_max=inner.quant_max, use_grad_scaling=True,
+                                                    **observer_kwargs)
         learnable.activation_post_process = copy.deepcopy(inner)
         scale, zero_point = old.calculate_qparams()
         learnable._initialize_or_update_qparams(scale.detach().clone().float(), zero_point.detach().clone())

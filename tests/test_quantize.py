@@ -745,3 +745,28 @@ def test_qat_can_start_from_ptq_activation_ranges_and_keep_them(calibration):
     assert free.meta["zoo_quantization"]["qat_activation_ranges"] == "moving-average min/max"
     losses = frozen.meta["zoo_quantization"]["qat_losses"]
     assert losses[-1] < losses[0]  # the weights still train
+
+
+def test_learnable_scales_stay_positive_through_training_steps():
+    """A gradient step can push the scale of a nearly constant activation through zero (idsanet-x4's
+    QAT ended with 30 negative scales); torchao clamps only when qparams are read, so training ran on
+    negative scales. The zoo's LSQ quantizer floors the scale before every forward."""
+    pytest.importorskip("torchao")
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantize
+    from torchao.quantization.pt2e.observer import MovingAverageMinMaxObserver
+
+    from quantize.qat import MIN_LEARNED_SCALE, use_learnable_scales
+
+    holder = nn.Module()
+    holder.activation_post_process_0 = FakeQuantize(MovingAverageMinMaxObserver, dtype=torch.int8,
+                                                    qscheme=torch.per_tensor_affine, quant_min=-128, quant_max=127)
+    tiny = torch.full((64,), 1e-4) + torch.linspace(0, 1e-5, 64)
+    holder.activation_post_process_0(tiny)
+    assert use_learnable_scales(holder) == 1
+    learnable = holder.activation_post_process_0
+    with torch.no_grad():
+        learnable.scale.sub_(1.0)  # an oversized step, as a large learning rate on a tiny scale gives
+    assert learnable.scale.item() < 0
+    out = learnable(tiny)
+    assert learnable.scale.item() == pytest.approx(MIN_LEARNED_SCALE) and torch.isfinite(out).all()
+    assert float(learnable.calculate_qparams()[0]) > 0
