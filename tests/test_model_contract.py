@@ -132,7 +132,11 @@ def test_card_is_consistent(name):
     for recipe in card.qat_weights:
         assert recipe in RECIPES, f"{name}: qat_weights names the unknown recipe {recipe!r}"
         info = read_qat_state(card.qat_weights_path(recipe)).info  # raises when the file is missing
-        assert (info.model, info.recipe, info.size_multiple) == (name, recipe, card.size_multiple)
+        assert (info.model, info.recipe) == (name, recipe)
+        # The QAT graph may need a coarser grid than eager mode (IDSANet: its 8-px window, which
+        # eager mode pads to); the card's own tile must fit it, so `zoo export` works by default.
+        assert info.size_multiple % card.size_multiple == 0 and card.tile % info.size_multiple == 0, (
+            f"{name}: QAT state size multiple {info.size_multiple}, card {card.size_multiple}, tile {card.tile}")
 
 
 @pytest.mark.parametrize("name", NAMES)

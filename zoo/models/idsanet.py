@@ -453,11 +453,17 @@ _SR_NOTES = (
 )
 
 
+#: Scales whose QAT int8 state ships for the full model (configs/qat_idsanet_x4_cpu.yaml with fixed
+#: PTQ scales, packed the same way); the others calibrate PTQ when exported to int8.
+_FULL_QAT_SCALES = (4,)
+
+
 def _register_idsanet(scale: int, summary: str) -> None:
     register(ModelCard(
         name=f"idsanet-x{scale}", family="idsanet", task="sr", variant=f"x{scale}", summary=summary,
         builder=partial(_build_idsanet, scale), scale=scale, size_multiple=1,
         weights=f"idsanet_x{scale}.safetensors", tile=64, overlap=16, paper=PAPER, architecture=IDSANet,
+        qat_weights={"xnnpack": f"idsanet_x{scale}_qat_xnnpack.safetensors"} if scale in _FULL_QAT_SCALES else {},
         notes=_SR_NOTES + (
             "architecture: 6 attention-sharing groups x 3 distillation stages, 64 channels, 8x8 cosine window "
             "attention computed once per group and shared by its stages (ASID), gated row/column sequence units, "
