@@ -21,6 +21,7 @@ computes what the float model computes in eval mode.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from typing import Callable, Iterable
@@ -199,29 +200,23 @@ def set_activation_ranges_from_ptq(prepared: torch.fx.GraphModule, model: torch.
 MIN_LEARNED_SCALE = float(torch.finfo(torch.float32).eps)
 
 
+@functools.cache
 def _positive_scale_fake_quantize():
-    """torchao's ``LearnableFakeQuantize`` whose scale stays >= :data:`MIN_LEARNED_SCALE`.
+    """torchao's ``LearnableFakeQuantize`` whose scale stays >= :data:`MIN_LEARNED_SCALE` in
+    training too (one class, built on first use so that torchao is imported lazily).
 
     Gradient steps can push the learned scale of a nearly constant activation through zero
-    (seen in idsanet-x4's QAT: 30 of 802 scales ended negative); torchao does not clamp it, and
-    XNNPACK refuses a negative scale when it loads the artifact. The floor is applied before
-    every forward and before the scale is read for conversion, so states saved before it was
-    added convert correctly too."""
+    (seen in idsanet-x4's QAT: 30 of 802 scales ended negative). torchao floors the scale at
+    float32's eps only in ``calculate_qparams`` (at conversion), so training ran on negative
+    scales; this floors it before every forward as well. It does not stop a scale collapsing to
+    the floor, which XNNPACK then refuses (docs/idsanet.md)."""
     from torchao.quantization.pt2e.learnable_fake_quantize import LearnableFakeQuantize
 
     class PositiveScaleLearnableFakeQuantize(LearnableFakeQuantize):
-        def _keep_scale_positive(self) -> None:
+        def forward(self, X):
             with torch.no_grad():
                 self.scale.clamp_(min=MIN_LEARNED_SCALE)
-
-        def forward(self, X):
-            self._keep_scale_positive()
             return super().forward(X)
-
-        @torch.jit.export
-        def calculate_qparams(self):
-            self._keep_scale_positive()
-            return super().calculate_qparams()
 
     return PositiveScaleLearnableFakeQuantize
 

@@ -32,6 +32,7 @@ from typing import Callable
 
 import torch
 
+from zoo.data.degradations import resolve
 from zoo.errors import ZooError
 
 __all__ = ["ClassicalMethod", "CLASSICAL_METHODS", "classical_method", "DECONVOLUTION_SETTINGS",
@@ -124,8 +125,6 @@ def _input(degraded: torch.Tensor, degradation, seed: int) -> torch.Tensor:
 
 
 def _true_sigma(degradation, seed: int) -> float:
-    from zoo.data.degradations import resolve
-
     sigma_for = getattr(resolve(degradation, seed), "sigma_for", None)
     if sigma_for is None:
         raise ZooError(f"cbm3d is told the noise sigma, but {degradation.spec!r} is not Gaussian noise",
@@ -195,8 +194,6 @@ def _crop(extended: torch.Tensor, radius: int) -> torch.Tensor:
 def richardson_lucy(degraded: torch.Tensor, degradation, seed: int, iterations: int | None = None) -> torch.Tensor:
     """Richardson-Lucy deconvolution told the true kernel (multiplicative updates from a flat 0.5
     start, as scikit-image's ``richardson_lucy``; FFT convolutions, float64)."""
-    from zoo.data.degradations import resolve
-
     degradation = resolve(degradation, seed)  # of an ``A || B`` spec, the blur this image got
     blurred, transfer, radius = _deconvolution_problem(degraded, _true_kernel(degradation, seed))
     size = blurred.shape[-2:]
@@ -215,8 +212,6 @@ def richardson_lucy(degraded: torch.Tensor, degradation, seed: int, iterations: 
 def wiener(degraded: torch.Tensor, degradation, seed: int, balance: float | None = None) -> torch.Tensor:
     """Wiener deconvolution told the true kernel, with scikit-image's Laplacian regulariser:
     ``X = conj(H) Y / (|H|^2 + balance |L|^2)``."""
-    from zoo.data.degradations import resolve
-
     degradation = resolve(degradation, seed)
     blurred, transfer, radius = _deconvolution_problem(degraded, _true_kernel(degradation, seed))
     laplacian = torch.zeros(blurred.shape[-2:], dtype=torch.float64)

@@ -702,9 +702,10 @@ class OneOf(Degradation):
     def __init__(self, alternatives: list[Degradation]):
         if len(alternatives) < 2:
             raise ValueError("OneOf needs at least two alternatives")
-        scales = {alternative.scale for alternative in alternatives}
+        scales = sorted({alternative.scale for alternative in alternatives})
         if len(scales) > 1:
-            raise ValueError(f"the alternatives have different scales {sorted(scales)}")
+            raise ValueError(f"the alternatives change the size differently (scales {scales}); "
+                             "one model restores one scale")
         self.alternatives = list(alternatives)
         self.scale = alternatives[0].scale
         self.spec = f" {ONE_OF_SEPARATOR} ".join(alternative.spec for alternative in alternatives)
@@ -800,11 +801,10 @@ def parse_degradation(spec: str) -> Degradation:
                 raise _bad_spec(spec, f"alternative {part!r}: {reason}") from None
         if len({alternative.spec for alternative in alternatives}) < len(alternatives):
             raise _bad_spec(spec, "an alternative is given twice")
-        scales = sorted({alternative.scale for alternative in alternatives})
-        if len(scales) > 1:
-            raise _bad_spec(spec, f"the alternatives change the size differently (scales {scales}); "
-                                  "one model restores one scale")
-        return OneOf(alternatives)
+        try:
+            return OneOf(alternatives)
+        except ValueError as err:  # alternatives of different scales
+            raise _bad_spec(spec, str(err)) from None
     name, sep, rest = text.partition(":")
     name = name.strip().lower()
     params = rest.strip() if sep else None
