@@ -453,9 +453,9 @@ _SR_NOTES = (
 )
 
 
-#: Scales whose QAT int8 state ships for the full model (configs/qat_idsanet_x4_cpu.yaml with fixed
-#: PTQ scales, packed the same way); the others calibrate PTQ when exported to int8.
-_FULL_QAT_SCALES = (4,)
+#: Scales whose QAT int8 state ships for the full model (configs/qat_idsanet_xN_cpu.yaml with fixed
+#: PTQ scales, packed with `zoo quantize --pack`); any other scale calibrates PTQ when exported to int8.
+_FULL_QAT_SCALES = (2, 3, 4)
 
 
 def _register_idsanet(scale: int, summary: str) -> None:
