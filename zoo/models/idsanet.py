@@ -453,17 +453,13 @@ _SR_NOTES = (
 )
 
 
-#: Scales whose QAT int8 state ships for the full model (configs/qat_idsanet_xN_cpu.yaml with fixed
-#: PTQ scales, packed with `zoo quantize --pack`); any other scale calibrates PTQ when exported to int8.
-_FULL_QAT_SCALES = (2, 3, 4)
-
-
 def _register_idsanet(scale: int, summary: str) -> None:
     register(ModelCard(
         name=f"idsanet-x{scale}", family="idsanet", task="sr", variant=f"x{scale}", summary=summary,
         builder=partial(_build_idsanet, scale), scale=scale, size_multiple=1,
         weights=f"idsanet_x{scale}.safetensors", tile=64, overlap=16, paper=PAPER, architecture=IDSANet,
-        qat_weights={"xnnpack": f"idsanet_x{scale}_qat_xnnpack.safetensors"} if scale in _FULL_QAT_SCALES else {},
+        # QAT int8 state: configs/qat_idsanet_xN_cpu.yaml (fixed PTQ scales), packed with `zoo quantize --pack`.
+        qat_weights={"xnnpack": f"idsanet_x{scale}_qat_xnnpack.safetensors"},
         notes=_SR_NOTES + (
             "architecture: 6 attention-sharing groups x 3 distillation stages, 64 channels, 8x8 cosine window "
             "attention computed once per group and shared by its stages (ASID), gated row/column sequence units, "
@@ -483,17 +479,13 @@ def _build_lite(scale: int) -> IDSANetLite:
     return IDSANetLite(scale=scale).eval()
 
 
-#: Scales whose QAT int8 state ships (configs/qat_idsanet_lite_xN_cpu.yaml, packed with
-#: `zoo quantize idsanet-lite-xN --backend xnnpack --pack RUN -o zoo/weights/...`).
-_LITE_QAT_SCALES = (2, 4)
-
-
 def _register_lite(scale: int, summary: str) -> None:
     register(ModelCard(
         name=f"idsanet-lite-x{scale}", family="idsanet", task="sr", variant=f"lite-x{scale}", summary=summary,
         builder=partial(_build_lite, scale), scale=scale, size_multiple=1,
         weights=f"idsanet_lite_x{scale}.safetensors", tile=128, overlap=16, paper=PAPER,
-        qat_weights={"xnnpack": f"idsanet_lite_x{scale}_qat_xnnpack.safetensors"} if scale in _LITE_QAT_SCALES else {},
+        # QAT int8 state: configs/qat_idsanet_lite_xN_cpu.yaml, packed with `zoo quantize --pack`.
+        qat_weights={"xnnpack": f"idsanet_lite_x{scale}_qat_xnnpack.safetensors"},
         architecture=IDSANetLite, single_int8_partition=True,
         notes=(
             _SR_NOTES[0],
