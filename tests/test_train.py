@@ -145,6 +145,37 @@ def test_overrides_are_parsed_as_yaml_and_checked(pool_dir, tmp_path):
     assert config_from_dict(config.to_dict()) == config
 
 
+def test_a_config_extends_another_and_holds_only_what_differs(pool_dir, tmp_path):
+    base = tiny_config(pool_dir)
+    base["description"] = "the base run"
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "stage1.yaml").write_text(yaml.safe_dump(base))
+    child = tmp_path / "stage2.yaml"
+    child.write_text(yaml.safe_dump({"extends": "base/stage1.yaml", "optimizer": {"lr": 5e-5},
+                                     "train": {"iterations": 3}}))
+    config = load_config(child, ["train.seed=4"])
+    parent = load_config(tmp_path / "base" / "stage1.yaml")
+    assert config.name == "stage2" and config.description != "the base run"  # never inherited
+    assert config.optimizer.lr == pytest.approx(5e-5) and config.train.iterations == 3 and config.train.seed == 4
+    # Sections merge key by key: everything the child does not name is the base's.
+    assert config.optimizer.type == parent.optimizer.type and config.optimizer.betas == parent.optimizer.betas
+    assert config.train.log_interval == parent.train.log_interval and config.data == parent.data
+    # Chains resolve relative to each file; cycles and missing bases are named.
+    grandchild = tmp_path / "stage3.yaml"
+    grandchild.write_text("extends: stage2.yaml\ntrain: {iterations: 9}\n")
+    third = load_config(grandchild)
+    assert third.train.iterations == 9 and third.optimizer.lr == pytest.approx(5e-5)
+    (tmp_path / "base" / "stage1.yaml").write_text(yaml.safe_dump({**base, "extends": "../stage3.yaml"}))
+    with pytest.raises(ZooError, match="extends itself"):
+        load_config(child)
+    child.write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ZooError, match="extends .*nowhere.yaml, which is not found"):
+        load_config(child)
+    child.write_text("extends: [a, b]\n")
+    with pytest.raises(ZooError, match="extends must be the path"):
+        load_config(child)
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     from zoo.registry import get_card

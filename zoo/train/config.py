@@ -615,17 +615,35 @@ def config_from_dict(raw: dict, overrides: typing.Iterable[str] = ()) -> Experim
     return validate(_build_dataclass(ExperimentConfig, raw, ""))
 
 
-def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment config, apply ``--set`` overrides, check it strictly.
+def _merge_sections(base: dict, child: dict) -> dict:
+    """Deep-merge ``child`` over ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
-    Raises :class:`ZooError` for a missing or unreadable file, invalid YAML, an unknown key, a
-    wrong type or inconsistent values (the message names the key path).
+
+def _read_yaml_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """Read one config file and, through ``extends: other.yaml``, the files it builds on.
+
+    ``extends`` is resolved relative to the file that names it; the child's sections are deep-merged
+    over its base's. ``name`` and ``description`` are never inherited (a run is named after the
+    file that describes it).
     """
     import yaml
 
-    path = Path(path).expanduser()
     if not path.is_file():
+        if chain:
+            raise ZooError(f"config {chain[-1]} extends {path}, which is not found",
+                           "write extends: as a path relative to the config that names it")
         raise ZooError(f"config {path} not found", "pass the path of a YAML file (see configs/)")
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p.name) for p in (*chain, resolved))
+        raise ZooError(f"config {chain[0]} extends itself ({cycle})", "break the extends: cycle")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -636,4 +654,26 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Exper
     if not isinstance(raw, dict):
         raise ZooError(f"config {path} must be a YAML mapping, got a {type(raw).__name__}", _FIX)
     raw.setdefault("name", path.stem)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise ZooError(f"config {path}: extends must be the path of another YAML config, "
+                       f"got {base_name!r}", "write e.g. extends: idsanet_x2_long_cpu.yaml")
+    base = _read_yaml_mapping((path.parent / base_name).expanduser(), (*chain, resolved))
+    base.pop("name", None)
+    base.pop("description", None)
+    return _merge_sections(base, raw)
+
+
+def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment config, apply ``--set`` overrides, check it strictly.
+
+    A config may start with ``extends: base.yaml`` (relative to its own folder) and then hold only
+    what differs: sections are deep-merged over the base's, lists and values replace.
+
+    Raises :class:`ZooError` for a missing or unreadable file, invalid YAML, an unknown key, a
+    wrong type, an ``extends`` cycle or inconsistent values (the message names the key path).
+    """
+    raw = _read_yaml_mapping(Path(path).expanduser())
     return config_from_dict(raw, overrides)
