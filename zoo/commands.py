@@ -166,6 +166,26 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_pack(args) -> int:
+    from zoo.atomic import ensure_writable
+    from zoo.pack import pack_run
+    from zoo.registry import get_card
+
+    ensure_writable(args.output, "packed weights", fix="choose another -o")
+    packed = pack_run(args.source, args.output, weights=args.weights, model_name=args.model,
+                      training=args.training, hardware=args.hardware, dtype=args.dtype, overwrite=args.overwrite)
+    meta = packed["metadata"]
+    print(f"wrote {packed['path']} ({packed['bytes'] / 1e6:.2f} MB, {meta['storage']}) from {meta['source']}")
+    print(f"training: {meta['training']}")
+    shipped = get_card(packed["model"]).weights_path
+    if shipped is not None and shipped.resolve() == Path(packed["path"]).resolve():
+        print(f"these are now {packed['model']}'s shipped weights: rerun zoo benchmark for the card's numbers, "
+              "and the QAT recipe if the card ships an int8 state")
+    else:
+        print(f"to ship it: put it in zoo/weights/ and name it in {packed['model']}'s registration (zoo/models/)")
+    return 0
+
+
 def _train(args, *, distill: bool = False, phases: Mapping[str, Callable] | None = None) -> int:
     from zoo.train import run
 
@@ -227,6 +247,20 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
                         "super-resolution)")
 
 
+def _pack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="a run folder (runs/NAME) or a weights file inside one")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="the .safetensors file to write, e.g. zoo/weights/<model>.safetensors")
+    p.add_argument("--weights", default="best", choices=("best", "final", "final_ema"),
+                   help="which of the run's files (default best: the best validation, EMA where kept)")
+    p.add_argument("--model", help="refuse unless the run trained this model")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"),
+                   help="storage (default float16: half the size, cast to float32 on load)")
+    p.add_argument("--hardware", help="appended to the training text, e.g. '1 thread of a shared 2-core x86-64 CPU'")
+    p.add_argument("--training", help="store this training text instead of the one generated from the run chain")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from zoo.train import add_arguments
 
@@ -254,6 +288,8 @@ def zoo_commands(card_sections: Sequence[CardSection] = (),
                 add_arguments=_train_arguments, run=lambda args: _train(args, phases=phases)),
         Command("distill", "distill a lite student from a teacher (YAML config)",
                 add_arguments=_train_arguments, run=lambda args: _train(args, distill=True, phases=phases)),
+        Command("pack", "pack a training run's weights (float16, with their training chain) to ship",
+                add_arguments=_pack_arguments, run=cmd_pack),
         Command("bench-inr", "zero-shot INR ablation and baselines on CBSD68 crops",
                 main="zoo.benchmarks.inr_ablation:main"),
     )

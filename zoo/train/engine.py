@@ -4,6 +4,8 @@ One call to :func:`train` runs an :class:`~zoo.train.config.ExperimentConfig` in
 folder::
 
     OUT/config.json              the resolved config
+    OUT/start.json               the weights it started from: file, SHA-256, their metadata (zoo pack
+                                 reads it to write the whole training chain into a shipped file)
     OUT/log.csv                  iteration, lr, loss terms, grad norm, it/s, patches/s, val PSNR
     OUT/checkpoints/iter_NNNNNNNN/{weights,ema}.safetensors + state.pt
     OUT/checkpoints/latest.json  which checkpoint --resume continues from
@@ -55,7 +57,7 @@ from zoo.train.config import ExperimentConfig, ScheduleConfig
 from zoo.train.distributed import DistributedState, close_distributed, init_distributed, pick_device
 from zoo.train.ema import EMA
 from zoo.train.losses import StageLoss
-from zoo.train.models import build_model
+from zoo.train.models import START_RECORD, build_model, start_record
 from zoo.train.runlog import CsvLog, LogWindow, open_tensorboard
 
 #: Names other modules import from here (the loop's public face, including re-exports).
@@ -789,6 +791,8 @@ class _Run:
         if self.main:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json(out_dir / "config.json", self.config_dict)
+            if not (resumed and (out_dir / START_RECORD).is_file()):
+                write_json(out_dir / START_RECORD, start_record(self.config.model))
             csv_log = CsvLog(out_dir / "log.csv", start if resumed else None)
             tensorboard = open_tensorboard(out_dir)
             later = "".join(f"; from iteration {first}: batch {batch}, patch {size}"

@@ -8,6 +8,7 @@ card, optionally with the weights the zoo ships) or a family plus constructor ar
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -74,6 +75,39 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     elif weights:
         load_weights(model, weights, reinit=tuple(spec.reinit))
     return model, size_multiple
+
+
+def start_weights_file(spec: ModelSpec) -> str | None:
+    """The checkpoint file a run starts from (``shipped`` resolved to the zoo's file), or None."""
+    if not spec.weights:
+        return None
+    if _names_shipped(spec.weights) and spec.name:
+        from zoo.registry import get_card
+
+        return _shipped_weights(spec.weights, get_card(spec.name), "model")
+    return spec.weights
+
+
+#: The file in a run folder that records the weights the run started from.
+START_RECORD = "start.json"
+
+
+def start_record(spec: ModelSpec) -> dict:
+    """What a run starts from, for :data:`START_RECORD`: ``{"weights": path or None, "sha256",
+    "metadata"}`` (the file's safetensors header, e.g. a shipped file's ``training`` text), so the
+    provenance of weights survives a later change of the file behind ``shipped``."""
+    from zoo.checkpoints import read_metadata
+    from zoo.hashing import file_sha256
+
+    path = start_weights_file(spec)
+    if path is None or not Path(path).expanduser().is_file():
+        return {"weights": path, "sha256": None, "metadata": {}}
+    path = Path(path).expanduser()
+    try:
+        metadata = read_metadata(path) if path.suffix.lower() == ".safetensors" else {}
+    except ZooError:
+        metadata = {}
+    return {"weights": str(path), "sha256": file_sha256(path), "metadata": metadata}
 
 
 def _names_shipped(weights: str | None) -> bool:
