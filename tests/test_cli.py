@@ -51,6 +51,17 @@ def test_info_json_matches_the_card(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["task"] == "denoise" and info["size_multiple"] == 16
     assert info["gmacs_at_256x256"] == "39.54"
+    assert info["weights_training"] is None  # no weights shipped (official checkpoint only)
+
+
+def test_info_shows_how_the_shipped_weights_were_trained(capsys):
+    from zoo.checkpoints import read_metadata
+    from zoo.registry import get_card
+
+    assert run_cli("info", "idsanet-x4", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights_training"] == read_metadata(get_card("idsanet-x4").weights_path)["training"]
+    assert "zoo train configs/idsanet_x4_cpu.yaml" in info["weights_training"]
 
 
 @pytest.mark.parametrize("module", ["zoo_cli", "zoo"])

@@ -85,6 +85,19 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _weights_training(card) -> str | None:
+    """The ``training`` text in the header of the card's shipped weights file, if any."""
+    if card.zero_shot or not card.has_weights or card.weights_path.suffix != ".safetensors":
+        return None
+    from zoo.checkpoints import read_metadata
+    from zoo.errors import ZooError
+
+    try:
+        return read_metadata(card.weights_path).get("training")
+    except ZooError:
+        return None
+
+
 def cmd_info(args, sections: Sequence[CardSection] = ()) -> int:
     """``zoo info MODEL [--json]``: the card, then each section's rows."""
     from zoo.registry import get_card
@@ -100,6 +113,8 @@ def cmd_info(args, sections: Sequence[CardSection] = ()) -> int:
         "weights": "zero-shot (fits each image)" if card.zero_shot
         else (str(card.weights_path) if card.has_weights else "none shipped"),
         # zoo export --precision int8 to a target of these recipes uses them (no calibration)
+        # The shipped file's own header says how it was trained (zoo pack writes the whole chain).
+        "weights_training": _weights_training(card),
         "qat_int8_weights": {recipe: str(card.qat_weights_path(recipe)) for recipe in card.shipped_qat_recipes}
         or None,
         "official_weights": card.official_weights, "notes": list(card.notes), "results": list(card.results),
