@@ -131,3 +131,15 @@ def test_zoo_pack_command(two_stages, tmp_path, capsys):
     assert read_metadata(out)["training"] == training_chain(second)
     assert main(["pack", str(second), "-o", str(out), "--weights", "final_ema"]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_training_time_adds_the_segments_of_a_resumed_run(tmp_path):
+    from zoo.pack import _minutes_and_rate
+
+    rows = [(50, 0.5, 100.0), (100, 0.5, 200.0), (150, 0.4, 300.0),  # first session, then a resume:
+            (200, 1.0, 50.0), (250, 1.0, 150.0), (250, "", "")]  # elapsed_s restarts; a validation row
+    lines = ["iteration,it_per_s,elapsed_s"] + [",".join(map(str, row)) for row in rows]
+    (tmp_path / "log.csv").write_text("\n".join(lines) + "\n")
+    minutes, rate = _minutes_and_rate(tmp_path)
+    assert minutes == pytest.approx((300 + 150) / 60) and rate == pytest.approx(0.68)
+    assert _minutes_and_rate(tmp_path / "nowhere") == (None, None)
