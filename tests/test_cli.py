@@ -90,7 +90,7 @@ def test_every_package_declares_its_commands(capsys):
     from zoo_cli.main import commands
 
     names = [command.name for command in commands()]
-    assert names == ["list", "info", "restore", "eval", "demo", "train", "distill", "bench-inr", "quantize",
+    assert names == ["list", "info", "restore", "eval", "demo", "train", "distill", "pack", "bench-inr", "quantize",
                      "export", "run", "bench", "check", "baseline", "report", "device", "profile", "benchmark"]
     with pytest.raises(SystemExit) as exit_:
         run_cli("--help")
