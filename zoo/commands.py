@@ -112,9 +112,9 @@ def cmd_info(args, sections: Sequence[CardSection] = ()) -> int:
         "default_degradation": card.default_degradation,
         "weights": "zero-shot (fits each image)" if card.zero_shot
         else (str(card.weights_path) if card.has_weights else "none shipped"),
-        # zoo export --precision int8 to a target of these recipes uses them (no calibration)
         # The shipped file's own header says how it was trained (zoo pack writes the whole chain).
         "weights_training": _weights_training(card),
+        # zoo export --precision int8 to a target of these recipes uses them (no calibration)
         "qat_int8_weights": {recipe: str(card.qat_weights_path(recipe)) for recipe in card.shipped_qat_recipes}
         or None,
         "official_weights": card.official_weights, "notes": list(card.notes), "results": list(card.results),
@@ -182,6 +182,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_pack(args) -> int:
+    """``zoo pack RUN -o FILE``: a run's weights as a shippable float16 file (:func:`zoo.pack.pack_run`)."""
     from zoo.atomic import ensure_writable
     from zoo.pack import pack_run
     from zoo.registry import get_card

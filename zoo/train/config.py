@@ -643,7 +643,7 @@ def _read_yaml_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     resolved = path.resolve()
     if resolved in chain:
         cycle = " -> ".join(str(p.name) for p in (*chain, resolved))
-        raise ZooError(f"config {chain[0]} extends itself ({cycle})", "break the extends: cycle")
+        raise ZooError(f"config {chain[0]}: its extends: chain is a cycle ({cycle})", "break the cycle")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
