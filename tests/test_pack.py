@@ -71,6 +71,7 @@ def test_pack_writes_the_ema_weights_in_float16_with_the_whole_chain(two_stages,
     assert text.startswith(shipped_history + " then zoo train config stage_a (2 iterations of batch 2 of 16 px HR")
     assert text.index("stage_a") < text.index("then zoo train config stage_b") and text.endswith("; 1 thread of a test CPU")
     assert "adamw 1e-4" in text and "adamw 5e-5" in text
+    assert "autocast" not in text  # the tiny runs train in float32 (train.amp: none)
     assert training_chain(second) in text
     # The packed file is a model's weights the zoo loads strictly.
     from zoo.registry import create_model

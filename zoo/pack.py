@@ -96,7 +96,7 @@ def describe_stage(run_dir: str | Path) -> str:
     schedule = (config.get("schedule") or {}).get("type")
     parts.append(f"{optimizer.get('type')} {_short_number(optimizer.get('lr'))}" + (f" {schedule}" if schedule else "")
                  if isinstance(optimizer.get("lr"), (int, float)) else str(optimizer.get("type")))
-    if train.get("amp"):
+    if train.get("amp") not in (None, "none"):
         parts.append(f"{train['amp']} autocast")
     if train.get("channels_last"):
         parts.append("channels-last")
