@@ -333,6 +333,8 @@ def pack_qat_state(source: str | Path, output: str | Path, *, model_name: str | 
     "provenance"}``. :class:`ZooError` for a run without the file, a mismatch, a weight outside
     the float16 range, an existing output, or an output that is the source itself.
     """
+    from zoo.checkpoints import check_fits_float16
+
     source = Path(source).expanduser()
     path = source / QUANTIZED_STATE if source.is_dir() else source
     if source.is_dir() and not path.is_file():
@@ -356,11 +358,7 @@ def pack_qat_state(source: str | Path, output: str | Path, *, model_name: str | 
     if recipe is not None and info.recipe != recipe:
         raise ZooError(f"{path} holds QAT state for the {info.recipe} recipe, not {recipe}",
                        f"pack it with --backend {info.recipe}")
-    half_max = torch.finfo(torch.float16).max
-    for key, value in state.weights.items():
-        if value.is_floating_point() and value.numel() and not bool(value.float().abs().max() <= half_max):
-            raise ZooError(f"weight {key} of {path.name} exceeds the float16 range (|w| > {half_max:g})",
-                           "ship the unpacked quantized_state.safetensors (float32) instead")
+    check_fits_float16(state.weights, path.name, "ship the unpacked quantized_state.safetensors (float32) instead")
     packed = dataclasses.replace(info, sidecar={**info.sidecar,
                                                 "packed": {"from": str(path), "weights_dtype": "float16"}})
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -297,6 +297,15 @@ def load_weights(model: nn.Module, path_or_state_dict, *, strict: bool = True, p
     model.load_state_dict(usable, strict=False)
 
 
+def check_fits_float16(state_dict: Mapping[str, torch.Tensor], source: str, fix: str) -> None:
+    """Raise :class:`ZooError` naming the first floating-point tensor of ``state_dict`` that float16
+    cannot hold (|w| above 65504, or NaN); ``source`` names the file in the message, ``fix`` the way out."""
+    half_max = torch.finfo(torch.float16).max
+    for key, value in state_dict.items():
+        if value.is_floating_point() and value.numel() and not bool(value.float().abs().max() <= half_max):
+            raise ZooError(f"weight {key} of {source} exceeds the float16 range (|w| > {half_max:g})", fix)
+
+
 def save_weights(state_dict_or_model, path: str | Path, *, metadata: dict[str, str] | None = None) -> Path:
     """Write a model's weights (or a state dict / container) as safetensors, atomically.
 

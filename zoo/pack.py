@@ -121,7 +121,7 @@ def training_chain(run_dir: str | Path, _seen: tuple[Path, ...] = ()) -> str:
     file's ``training`` text is the chain so far; a file inside another run folder is that run's
     chain. Older runs without start.json fall back to config.json's ``model.weights``.
     """
-    from zoo.train.models import START_RECORD
+    from zoo.train.models import START_RECORD, names_shipped
 
     run_dir = Path(run_dir)
     if run_dir.resolve() in _seen:
@@ -139,7 +139,7 @@ def training_chain(run_dir: str | Path, _seen: tuple[Path, ...] = ()) -> str:
     parent = Path(weights).expanduser().parent
     if (parent / "config.json").is_file():
         return f"{training_chain(parent, (*_seen, run_dir.resolve()))} then {stage}"
-    if str(weights).split(":", 1)[0] == "shipped":
+    if names_shipped(str(weights)):
         model = (config.get("model") or {}).get("name") or "the model"
         return f"{stage}, from the {weights.split(':', 1)[1] if ':' in weights else model} weights shipped then"
     return f"{stage}, from {Path(weights).name}"
@@ -175,7 +175,7 @@ def pack_run(source: str | Path, output: str | Path, *, weights: str = "best", m
     for a weight outside its range) or ``float32``. The weights are loaded strictly into the model
     before anything is written. Returns ``{"path", "model", "bytes", "metadata"}``.
     """
-    from zoo.checkpoints import read_metadata, read_state_dict, save_weights
+    from zoo.checkpoints import check_fits_float16, read_metadata, read_state_dict, save_weights
     from zoo.registry import get_card, load_card_weights
 
     source, output = Path(source).expanduser(), Path(output).expanduser()
@@ -204,11 +204,7 @@ def pack_run(source: str | Path, output: str | Path, *, weights: str = "best", m
     state = read_state_dict(path, prefer_ema=True)
     load_card_weights(card.builder(), card, state)  # strict: the layout matches
     if dtype == "float16":
-        half_max = torch.finfo(torch.float16).max
-        for key, value in state.items():
-            if value.is_floating_point() and value.numel() and not bool(value.float().abs().max() <= half_max):
-                raise ZooError(f"weight {key} of {path.name} exceeds the float16 range (|w| > {half_max:g})",
-                               "pack with --dtype float32")
+        check_fits_float16(state, path.name, "pack with --dtype float32")
         state = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
 
     # The chain is read before writing: the output may be the shipped file a stage started from.

@@ -53,9 +53,7 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
             raise ZooError(f"{spec.name} fits each image from scratch and cannot be trained", "pick a trainable model")
         model = card.builder()
         size_multiple = card.size_multiple
-        weights = spec.weights
-        if _names_shipped(weights):
-            weights = _shipped_weights(weights, card, what)
+        weights = start_weights_file(spec, what)
     else:
         cls = _family_class(spec.family)
         try:
@@ -65,7 +63,7 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
                            f"use the arguments of {cls.__name__}{inspect.signature(cls)}") from err
         size_multiple = int(getattr(model, "size_multiple", 1))
         weights = spec.weights
-        if _names_shipped(weights):
+        if names_shipped(weights):
             raise ZooError(f"{what}.weights {weights!r} needs {what}.name", "pass a checkpoint path")
     if weights and spec.name:
         from zoo.registry import load_card_weights
@@ -77,14 +75,15 @@ def build_model(spec: ModelSpec, what: str = "model") -> tuple[nn.Module, int]:
     return model, size_multiple
 
 
-def start_weights_file(spec: ModelSpec) -> str | None:
-    """The checkpoint file a run starts from (``shipped`` resolved to the zoo's file), or None."""
+def start_weights_file(spec: ModelSpec, what: str = "model") -> str | None:
+    """The checkpoint file a run starts from (``shipped`` resolved to the zoo's file), or None;
+    ``what`` names the config section in errors (``model``, ``distill.teacher``)."""
     if not spec.weights:
         return None
-    if _names_shipped(spec.weights) and spec.name:
+    if names_shipped(spec.weights) and spec.name:
         from zoo.registry import get_card
 
-        return _shipped_weights(spec.weights, get_card(spec.name), "model")
+        return _shipped_weights(spec.weights, get_card(spec.name), what)
     return spec.weights
 
 
@@ -110,7 +109,7 @@ def start_record(spec: ModelSpec) -> dict:
     return {"weights": str(path), "sha256": file_sha256(path), "metadata": metadata}
 
 
-def _names_shipped(weights: str | None) -> bool:
+def names_shipped(weights: str | None) -> bool:
     """Whether ``model.weights`` names shipped weights (``shipped`` or ``shipped:OTHER``), not a file."""
     return weights is not None and weights.split(":", 1)[0] == "shipped"
 
