@@ -4,9 +4,10 @@ tile with the plain-op modules equal to the straightforward versions, the studen
 and exact tiling, x4 -> x2 checkpoint transplant, and the SR evaluation path (bicubic degradation,
 Y-channel PSNR with border crop, tiling at scale > 1) on a bicubic "identity" model.
 
-The student's int8 model lowering to ONE XNNPACK partition is checked for every card flagged
-``single_int8_partition`` by tests/test_model_contract.py::test_int8_lowers_to_one_xnnpack_partition
-(idsanet-lite-x2, the smallest flagged card, by default; idsanet-lite-x4 with the slow tests)."""
+Every idsanet card's int8 model lowering to ONE XNNPACK partition is checked (cards flagged
+``single_int8_partition``) by tests/test_model_contract.py::test_int8_lowers_to_one_xnnpack_partition
+(idsanet-lite-x2, the smallest flagged card, by default; the others with the slow tests); the
+float full model's single partition here."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ from zoo.models.idsanet import (
     IDSANetLite,
     SharedAttention,
     WindowAttentionMatrix,
+    _l2_normalise,
+    channel_mean_and_max,
     channel_shuffle,
     instance_norm,
+    mean_over_height,
+    mean_over_width,
     nearest_repeat_weight,
     repeat_for_pixel_shuffle,
     window_merge,
@@ -54,7 +59,7 @@ def test_cards_state_measured_size_and_ship_no_weights_yet(name):
     assert (card.task, card.family, card.size_multiple) == ("super-resolution", "idsanet", 1)
     assert card.scale == int(name[-1])
     assert card.architecture is (IDSANetLite if lite else IDSANet)
-    assert card.single_int8_partition is lite
+    assert card.single_int8_partition  # every idsanet int8 model is one XNNPACK partition
     assert card.weights == name.replace("-", "_") + ".safetensors"
     with torch.device("meta"):
         model = card.builder()
@@ -188,12 +193,24 @@ def test_plain_op_helpers_equal_the_straightforward_versions():
     assert torch.equal(windows, unfolded)
     assert torch.equal(window_merge(windows, 4, 2, 8, 12), x)
 
+    torch.testing.assert_close(mean_over_width(x), x.mean(dim=3, keepdim=True), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mean_over_height(x), x.mean(dim=2, keepdim=True), rtol=1e-6, atol=1e-6)
+    pooled = channel_mean_and_max(x)
+    torch.testing.assert_close(pooled[:, :1], x.mean(dim=1, keepdim=True), rtol=1e-6, atol=1e-6)
+    assert torch.equal(pooled[:, 1:], x.amax(dim=1, keepdim=True))
+    tokens = torch.randn(5, 16, 8)
+    torch.testing.assert_close(_l2_normalise(tokens), F.normalize(tokens, dim=-1), rtol=1e-5, atol=1e-6)
+
     shuffled = channel_shuffle(x, 3)  # channels g*2+i -> i*3+g
     assert torch.equal(shuffled, x[:, [0, 2, 4, 1, 3, 5]])
 
     for scale in (2, 3, 4):
         nearest = F.interpolate(x[:, :3], scale_factor=scale, mode="nearest")
-        assert torch.equal(F.pixel_shuffle(repeat_for_pixel_shuffle(x[:, :3], scale), scale), nearest)
+        assert torch.equal(F.pixel_shuffle(repeat_for_pixel_shuffle(x[:, :3], nearest_repeat_weight(scale)), scale),
+                           nearest)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the skip stays float32 in mixed precision
+            repeated = repeat_for_pixel_shuffle(x[:, :3], nearest_repeat_weight(scale))
+        assert repeated.dtype == torch.float32 and torch.equal(F.pixel_shuffle(repeated, scale), nearest)
         conv = F.conv2d(x[:, :3], nearest_repeat_weight(scale))
         assert torch.equal(F.pixel_shuffle(conv, scale), nearest)
 
@@ -213,6 +230,26 @@ def test_idsanet_exports_at_a_fixed_tile(size):
     assert not {op for op in ops if "norm" in op or "nonzero" in op}, ops  # norms are plain reductions
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_idsanet_lowers_to_one_xnnpack_partition_in_float(tmp_path):
+    """Window attention, shared matrices, sequence units, INHA and the nearest skip all run inside
+    XNNPACK: one partition, nothing outside (the position-bias gather is folded at export); the
+    .pte computes what the model computes."""
+    pytest.importorskip("executorch")
+    from export_mobile.targets import get_target
+    from export_mobile.targets.base import ExportRequest
+
+    torch.manual_seed(0)
+    model = small_idsanet(scale=3).eval()
+    x = torch.rand(1, 3, 16, 24)
+    target = get_target("executorch-xnnpack")
+    result = target.export(ExportRequest(model=model, example=x, precision="fp32", out_path=tmp_path / "m.pte"))
+    assert (result.partitions, result.ops_outside_delegate) == (1, [])
+    runner = target.load_runner(result.path, {})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert abs(runner(x.numpy()) - expected).max() < 1e-5
 
 
 def test_lite_exports_to_mobile_operators_only():

@@ -49,6 +49,27 @@ _WHY_LOGGERS = ("executorch.backends.xnnpack", "executorch.backends.vulkan", "ex
 
 
 # --------------------------------------------------------------------------------------------
+# Preparing a program
+# --------------------------------------------------------------------------------------------
+
+
+def fold_parameter_only_ops(exported: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Replace every operator whose inputs are all weights or constants by its result (in place).
+
+    A model may compute tensors from its parameters alone in ``forward`` (IDSA-Net gathers its
+    relative position bias from a table and exponentiates a temperature): after export these run
+    on every call, and the ones a delegate lacks (a gather, integer casts) stay outside it and
+    split the program. Folding them leaves only input-dependent work. Quantize / dequantize
+    operators are never folded: an int8 weight must reach the delegate as int8 + dequantize, which
+    is the pattern it lowers to an int8 kernel.
+    """
+    from executorch.exir.operator.util import _QUANT_PRIMITIVES
+    from executorch.exir.passes.constant_prop_pass import _DEFAULT_SKIP_TARGETS, constant_prop_pass
+
+    return constant_prop_pass(exported, custom_skip_targets=set(_DEFAULT_SKIP_TARGETS) | set(_QUANT_PRIMITIVES))
+
+
+# --------------------------------------------------------------------------------------------
 # Inspecting a lowered program
 # --------------------------------------------------------------------------------------------
 
@@ -255,7 +276,7 @@ class ExecuTorchTarget:
         model = self._program_model(request)
         example = request.example.contiguous()
         with torch.no_grad():
-            exported = torch.export.export(model, (example,))
+            exported = fold_parameter_only_ops(torch.export.export(model, (example,)))
         out_path = Path(request.out_path)
         summary = self._lower_and_write(
             lambda: to_edge_transform_and_lower(exported, partitioner=self._partitioners(request.precision,

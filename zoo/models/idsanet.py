@@ -31,7 +31,9 @@ built from its abstract, each part following a published design (docs/idsanet.md
 
 Export: every module uses plain tensor ops with static shapes for a fixed input size (window
 partition by reshape/permute, instance norm as mean/var reductions, no data-dependent shapes),
-so ``torch.export.export`` works at a fixed tile. Any input size works: the input is padded at
+so ``torch.export.export`` works at a fixed tile, and only operators the mobile delegates run
+(slices, 3-D bmm, means over the last two dims, pooling, a 1x1 conv for the nearest skip): the
+ExecuTorch XNNPACK program, float or int8, and the float LiteRT one are each ONE partition. Any input size works: the input is padded at
 the bottom/right to a multiple of the window inside ``forward`` and the output cropped to
 ``scale`` times the input size, so the card's ``size_multiple`` is 1. Instance norm and the
 H/W pooling see the whole tile, so tiled results differ slightly from whole-image ones.
@@ -106,26 +108,79 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return centred * torch.rsqrt((variance + eps).clamp_min(eps))
 
 
+def mean_over_width(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H, 1): the mean of each row, ``x.mean(dim=3, keepdim=True)``.
+
+    Written as a mean over the last two dims of an (N, C*H, W, 1) view: XNNPACK takes only that
+    form (its global average pooling); a one-axis mean leaves the delegate.
+    """
+    n, c, h, w = x.shape
+    return x.reshape(n, c * h, w, 1).mean(dim=(2, 3), keepdim=True).reshape(n, c, h, 1)
+
+
+def mean_over_height(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 1, W): the mean of each column, ``x.mean(dim=2, keepdim=True)``
+    (as :func:`mean_over_width`, on the transposed tile)."""
+    n, c, h, w = x.shape
+    return x.transpose(2, 3).reshape(n, c * w, h, 1).mean(dim=(2, 3), keepdim=True).reshape(n, c, 1, w)
+
+
+def channel_mean_and_max(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 2, H, W): CBAM's pooled pair ``[mean over C, max over C]``.
+
+    On an (N, H*W, C, 1) view: the mean as global average pooling, the max as a (C, 1) max
+    pooling, both XNNPACK operators (``amax`` and a one-axis mean are not).
+    """
+    n, c, h, w = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c, 1)
+    mean = pixels.mean(dim=(2, 3), keepdim=True).reshape(n, 1, h, w)
+    # The stride spelled out: Core ML's converter needs it in the graph.
+    peak = F.max_pool2d(pixels, kernel_size=(c, 1), stride=(c, 1)).reshape(n, 1, h, w)
+    return torch.cat([mean, peak], dim=1)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: channel ``g * (C/groups) + i`` moves to ``i * groups + g``."""
     n, c, h, w = x.shape
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-def repeat_for_pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C * scale**2, H, W) with each channel repeated ``scale**2`` times in a row.
+def repeat_for_pixel_shuffle(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C * s**2, H, W), each channel repeated ``s**2`` times in a row, as a 1x1
+    convolution with ``weight = nearest_repeat_weight(s, C)``.
 
-    ``pixel_shuffle(repeat_for_pixel_shuffle(x, s), s)`` is nearest-neighbour upsampling by ``s``.
+    ``pixel_shuffle(repeat_for_pixel_shuffle(x, w), s)`` is nearest-neighbour upsampling by ``s``,
+    exact in float32 (products with 1 and 0). A convolution because every delegate runs it in
+    float and int8: an ``expand`` falls outside ExecuTorch's XNNPACK, a broadcast outside LiteRT's,
+    and a concatenation of the s*s slices, which LiteRT merges into one of 12-48 inputs, too.
+    Under mixed precision (bf16 autocast in training) it runs in float32: the skip carries the
+    image itself, which bf16 would round to 8 bits of mantissa.
     """
-    n, c, h, w = x.shape
-    return x.unsqueeze(2).expand(n, c, scale * scale, h, w).reshape(n, c * scale * scale, h, w)
+    device = x.device.type
+    if device != "meta" and torch.is_autocast_enabled(device):  # meta: shape-only builds have no autocast
+        with torch.autocast(device, enabled=False):
+            return F.conv2d(x.float(), weight.float())
+    return F.conv2d(x, weight)
 
 
 def _l2_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``x / ||x||`` along the last dimension (plain ops; ``F.normalize`` up to its eps handling)."""
-    squared_norm = x.pow(2).sum(dim=-1, keepdim=True) + eps
+    """``x / ||x||`` along the last dimension of a 3-D (B, T, d) tensor (plain ops; ``F.normalize``
+    up to its eps handling).
+
+    The squared norm is ``d`` times the mean over the last two dims of a (B, T, d, 1) view, the
+    one reduction XNNPACK lowers (a ``sum`` leaves the delegate).
+    """
+    batch, tokens, depth = x.shape
+    mean_square = x.pow(2).reshape(batch, tokens, depth, 1).mean(dim=(2, 3), keepdim=True)
+    squared_norm = mean_square.reshape(batch, tokens, 1) * float(depth) + eps  # float: an int scalar adds a cast
     # Floored at eps for int8 graphs, as in instance_norm (no change in float).
     return x * torch.rsqrt(squared_norm.clamp_min(eps))
+
+
+def _split_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, heads * d) -> (B * heads, T, d): each head's channels as its own batch entry."""
+    batch, count, channels = tokens.shape
+    return tokens.reshape(batch, count, heads, channels // heads).transpose(1, 2).reshape(batch * heads, count, -1)
 
 
 def _relative_position_index(window: int) -> torch.Tensor:
@@ -174,12 +229,16 @@ class WindowAttentionMatrix(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qk = window_partition(self.qk(x), self.window)  # (B, w*w, 2 * qk_channels)
-        batch, tokens, _ = qk.shape
-        qk = qk.reshape(batch, tokens, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # (2, B, heads, T, d)
-        q, k = _l2_normalise(qk[0]), _l2_normalise(qk[1])
+        batch, tokens, channels = qk.shape
+        # Slices and 3-D bmm rather than select and 4-D matmul (which exports as expand + bmm):
+        # the XNNPACK delegate runs slices and bmm, not select or expand.
+        q = _l2_normalise(_split_heads(qk[:, :, : channels // 2], self.heads))  # (B * heads, T, d)
+        k = _l2_normalise(_split_heads(qk[:, :, channels // 2:], self.heads))
         temperature = self.log_temperature.clamp(max=math.log(100.0)).exp()
+        # A gather on parameters only: the exporters fold it into a constant.
         bias = self.position_bias[self.position_index.reshape(-1)].reshape(tokens, tokens, self.heads)
-        logits = (q @ k.transpose(-2, -1)) * temperature + bias.permute(2, 0, 1)
+        logits = torch.bmm(q, k.transpose(1, 2)).reshape(batch, self.heads, tokens, tokens)
+        logits = logits * temperature + bias.permute(2, 0, 1)
         return logits.softmax(dim=-1)
 
 
@@ -200,10 +259,10 @@ class SharedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        v = window_partition(self.value(x), self.window)  # (B, T, C)
-        batch, tokens, _ = v.shape
-        v = v.reshape(batch, tokens, self.heads, c // self.heads).transpose(1, 2)  # (B, heads, T, d)
-        out = (attn @ v).transpose(1, 2).reshape(batch, tokens, c)
+        v = _split_heads(window_partition(self.value(x), self.window), self.heads)  # (B * heads, T, d)
+        batch, tokens = attn.shape[0], attn.shape[-1]
+        out = torch.bmm(attn.reshape(batch * self.heads, tokens, tokens), v)
+        out = out.reshape(batch, self.heads, tokens, c // self.heads).transpose(1, 2).reshape(batch, tokens, c)
         return self.project(window_merge(out, self.window, n, h, w))
 
 
@@ -224,7 +283,10 @@ class SequenceUnit(nn.Module):
         self.reduce = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.expand(x).chunk(2, dim=1)
+        expanded = self.expand(x)
+        hidden = expanded.shape[1] // 2
+        # Two slices, not chunk: XNNPACK has slice but no split.
+        value, gate = expanded[:, :hidden], expanded[:, hidden:]
         return self.reduce(self.scan_cols(self.scan_rows(value)) * F.gelu(gate))
 
 
@@ -298,12 +360,10 @@ class InstanceNormHybridAttention(nn.Module):
         self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_h = torch.sigmoid(self.along_height(x.mean(dim=3, keepdim=True)))
-        gate_w = torch.sigmoid(self.along_width(x.mean(dim=2, keepdim=True)))
+        gate_h = torch.sigmoid(self.along_height(mean_over_width(x)))
+        gate_w = torch.sigmoid(self.along_width(mean_over_height(x)))
         y = x * gate_h * gate_w
-        normalised = instance_norm(y)
-        pooled = torch.cat([normalised.mean(dim=1, keepdim=True), normalised.amax(dim=1, keepdim=True)], dim=1)
-        return y * torch.sigmoid(self.spatial(pooled))
+        return y * torch.sigmoid(self.spatial(channel_mean_and_max(instance_norm(y))))
 
 
 class AttentionSharingGroup(nn.Module):
@@ -362,6 +422,8 @@ class IDSANet(nn.Module):
         self.tail = nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+        # The nearest-neighbour skip's fixed 1x1 weight (not a parameter, not in checkpoints).
+        self.register_buffer("nearest_weight", nearest_repeat_weight(scale), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale ``x`` (N, 3, H, W) float32 in [0, 1]; returns (N, 3, H*scale, W*scale)."""
@@ -376,7 +438,8 @@ class IDSANet(nn.Module):
         for group in self.groups:
             features = group(features)
         features = self.body(features) + shallow
-        upscaled = F.pixel_shuffle(self.tail(features) + repeat_for_pixel_shuffle(padded, self.scale), self.scale)
+        nearest = repeat_for_pixel_shuffle(padded, self.nearest_weight)
+        upscaled = F.pixel_shuffle(self.tail(features) + nearest, self.scale)
         if padded.shape[-2:] != x.shape[-2:]:
             # Only when padded: a full-size slice exports as an alias node, which Core ML refuses.
             upscaled = upscaled[..., : height * self.scale, : width * self.scale]
@@ -460,6 +523,8 @@ def _register_idsanet(scale: int, summary: str) -> None:
         weights=f"idsanet_x{scale}.safetensors", tile=64, overlap=16, paper=PAPER, architecture=IDSANet,
         # QAT int8 state: configs/qat_idsanet_xN_cpu.yaml (fixed PTQ scales), packed with `zoo quantize --pack`.
         qat_weights={"xnnpack": f"idsanet_x{scale}_qat_xnnpack.safetensors"},
+        # Window attention as slices + bmm, one-axis means as pooling: docs/idsanet.md "Export".
+        single_int8_partition=True,
         notes=_SR_NOTES + (
             "architecture: 6 attention-sharing groups x 3 distillation stages, 64 channels, 8x8 cosine window "
             "attention computed once per group and shared by its stages (ASID), gated row/column sequence units, "
@@ -506,7 +571,7 @@ for _scale, _summary in (
     (2, "IDSA-Net x2: lightweight SR with shared window attention, distillation and large-kernel purification; "
         "0.74 M parameters, 52.25 GMACs at 256x256 input"),
     (3, "IDSA-Net x3: lightweight SR with shared window attention, distillation and large-kernel purification; "
-        "0.74 M parameters, 52.81 GMACs at 256x256 input"),
+        "0.74 M parameters, 52.82 GMACs at 256x256 input"),
     (4, "IDSA-Net x4: lightweight SR with shared window attention, distillation and large-kernel purification; "
         "0.76 M parameters, 53.61 GMACs at 256x256 input (paper: 752K parameters)"),
 ):
