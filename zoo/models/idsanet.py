@@ -25,17 +25,17 @@ built from its abstract, each part following a published design (docs/idsanet.md
   attention (CBAM's mean/max + 7x7 conv) computed on instance-normalised features.
 * **upsampling**: a 3x3 conv to ``3 * scale**2`` channels + ``pixel_shuffle(scale)`` (ESPCN,
   the one-step "pixelshuffledirect" of lightweight SwinIR/ASID), plus the input repeated
-  ``scale**2`` times per colour before the shuffle, i.e. a nearest-neighbour global skip: free,
-  exportable as reshapes, and with the zero-initialised tail an untrained net is exactly nearest
+  ``scale**2`` times per colour before the shuffle, i.e. a nearest-neighbour global skip: a fixed
+  1x1 convolution (no parameters), and with the zero-initialised tail an untrained net is exactly nearest
   upsampling (bicubic would be a better start but is an op mobile delegates rarely run).
 
 Export: every module uses plain tensor ops with static shapes for a fixed input size (window
 partition by reshape/permute, instance norm as mean/var reductions, no data-dependent shapes),
 so ``torch.export.export`` works at a fixed tile, and only operators the mobile delegates run
 (slices, 3-D bmm, means over the last two dims, pooling, a 1x1 conv for the nearest skip): the
-ExecuTorch XNNPACK program, float or int8, and the float LiteRT one are each ONE partition. Any input size works: the input is padded at
-the bottom/right to a multiple of the window inside ``forward`` and the output cropped to
-``scale`` times the input size, so the card's ``size_multiple`` is 1. Instance norm and the
+ExecuTorch XNNPACK program, float or int8, and the float LiteRT one are each ONE partition.
+Any input size works: the input is padded at the bottom/right to a multiple of the window inside
+``forward`` and the output cropped to ``scale`` times the input size, so the card's ``size_multiple`` is 1. Instance norm and the
 H/W pooling see the whole tile, so tiled results differ slightly from whole-image ones.
 
 ``idsanet-lite`` (:class:`IDSANetLite`) is the phone student: 3x3 convs, ReLU, residual adds,
@@ -235,7 +235,8 @@ class WindowAttentionMatrix(nn.Module):
         q = _l2_normalise(_split_heads(qk[:, :, : channels // 2], self.heads))  # (B * heads, T, d)
         k = _l2_normalise(_split_heads(qk[:, :, channels // 2:], self.heads))
         temperature = self.log_temperature.clamp(max=math.log(100.0)).exp()
-        # A gather on parameters only: the exporters fold it into a constant.
+        # A gather on parameters only: ExecuTorch programs get it as a constant
+        # (export_mobile.targets.executorch.fold_parameter_only_ops).
         bias = self.position_bias[self.position_index.reshape(-1)].reshape(tokens, tokens, self.heads)
         logits = torch.bmm(q, k.transpose(1, 2)).reshape(batch, self.heads, tokens, tokens)
         logits = logits * temperature + bias.permute(2, 0, 1)
