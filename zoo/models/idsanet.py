@@ -26,8 +26,8 @@ built from its abstract, each part following a published design (docs/idsanet.md
 * **upsampling**: a 3x3 conv to ``3 * scale**2`` channels + ``pixel_shuffle(scale)`` (ESPCN,
   the one-step "pixelshuffledirect" of lightweight SwinIR/ASID), plus the input repeated
   ``scale**2`` times per colour before the shuffle, i.e. a nearest-neighbour global skip: a fixed
-  1x1 convolution (no parameters), and with the zero-initialised tail an untrained net is exactly nearest
-  upsampling (bicubic would be a better start but is an op mobile delegates rarely run).
+  1x1 convolution (no parameters), and with the zero-initialised tail an untrained net is exactly
+  nearest upsampling (bicubic would be a better start but is an op mobile delegates rarely run).
 
 Export: every module uses plain tensor ops with static shapes for a fixed input size (window
 partition by reshape/permute, instance norm as mean/var reductions, no data-dependent shapes),
@@ -35,8 +35,9 @@ so ``torch.export.export`` works at a fixed tile, and only operators the mobile 
 (slices, 3-D bmm, means over the last two dims, pooling, a 1x1 conv for the nearest skip): the
 ExecuTorch XNNPACK program, float or int8, and the float LiteRT one are each ONE partition.
 Any input size works: the input is padded at the bottom/right to a multiple of the window inside
-``forward`` and the output cropped to ``scale`` times the input size, so the card's ``size_multiple`` is 1. Instance norm and the
-H/W pooling see the whole tile, so tiled results differ slightly from whole-image ones.
+``forward`` and the output cropped to ``scale`` times the input size, so the card's
+``size_multiple`` is 1. Instance norm and the H/W pooling see the whole tile, so tiled results
+differ slightly from whole-image ones.
 
 ``idsanet-lite`` (:class:`IDSANetLite`) is the phone student: 3x3 convs, ReLU, residual adds,
 a learned 1x1 input skip initialised to the nearest-neighbour repeat and pixel shuffle; its int8
