@@ -21,7 +21,7 @@ from zoo.errors import ZooError
 from zoo.train.config import config_from_dict, load_config
 from zoo.train.data import PatchBatches, TrainingImage, dihedral, split_pool, training_pool
 from zoo.train.engine import TrainingDiverged, TaskObjective, build_model, latest_checkpoint, learning_rate, train
-from zoo.train.losses import StageLoss, charbonnier_loss, l1_loss, psnr_loss
+from zoo.train.losses import StageLoss, charbonnier_loss, l1_loss, mse_loss, psnr_loss
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_config_errors_name_the_key_path(pool_dir):
         config_from_dict(tiny_config(pool_dir, data={"batch_size": 2.5}))
     with pytest.raises(ZooError, match=r"data\.flips must be true or false, got 'yes'"):
         config_from_dict(tiny_config(pool_dir, data={"flips": "yes"}))
-    with pytest.raises(ZooError, match=r"loss\.type must be one of 'psnr', 'l1', 'charbonnier', got 'l2'"):
+    with pytest.raises(ZooError, match=r"loss\.type must be one of 'psnr', 'l1', 'mse', 'charbonnier', got 'l2'"):
         config_from_dict(tiny_config(pool_dir, loss={"type": "l2"}))
     with pytest.raises(ZooError, match=r"unknown config key optimiser"):
         config_from_dict({**tiny_config(pool_dir), "optimiser": {}})
@@ -252,6 +252,7 @@ def test_losses_match_independent_formulas():
     mse = ((p - t) ** 2).reshape(3, -1).mean(axis=1)
     assert float(psnr_loss(pred, target)) == pytest.approx(np.mean(10 * np.log10(mse + 1e-8)), rel=1e-5)
     assert float(l1_loss(pred, target)) == pytest.approx(np.abs(p - t).mean(), rel=1e-5)
+    assert float(mse_loss(pred, target)) == pytest.approx(mse.mean(), rel=1e-5)
     assert float(charbonnier_loss(pred, target, 0.1)) == pytest.approx(np.sqrt((p - t) ** 2 + 0.01).mean(), rel=1e-5)
     stage1 = pred * 0.5
     total, terms = StageLoss("l1", [0.25, 2.0])([stage1, pred], target)

@@ -110,8 +110,8 @@ class DataConfig:
 class LossConfig:
     """Pixel loss against the ground truth, summed over the model's stage outputs."""
 
-    #: ``psnr`` (10/ln10 * mean log MSE, the HINet loss), ``l1`` or ``charbonnier``.
-    type: Literal["psnr", "l1", "charbonnier"] = "l1"
+    #: ``psnr`` (10/ln10 * mean log MSE, the HINet loss), ``l1``, ``mse`` (L2) or ``charbonnier``.
+    type: Literal["psnr", "l1", "mse", "charbonnier"] = "l1"
     #: Weight of each stage output, first stage first (HINet: two stages). None = the final output
     #: only, weight 1. More than one weight asks the model for ``forward(x, return_stages=True)``.
     stage_weights: list[float] | None = None
