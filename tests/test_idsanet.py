@@ -31,6 +31,7 @@ from zoo.models.idsanet import (
     channel_mean_and_max,
     channel_shuffle,
     instance_norm,
+    mean_of_last_axis,
     mean_over_height,
     mean_over_width,
     nearest_repeat_weight,
@@ -193,6 +194,8 @@ def test_plain_op_helpers_equal_the_straightforward_versions():
     assert torch.equal(windows, unfolded)
     assert torch.equal(window_merge(windows, 4, 2, 8, 12), x)
 
+    torch.testing.assert_close(mean_of_last_axis(x, (2, 6, 8)), x.mean(dim=3), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mean_of_last_axis(x[0], (6, 8, 1)), x[0].mean(dim=2, keepdim=True), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(mean_over_width(x), x.mean(dim=3, keepdim=True), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(mean_over_height(x), x.mean(dim=2, keepdim=True), rtol=1e-6, atol=1e-6)
     pooled = channel_mean_and_max(x)

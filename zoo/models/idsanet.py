@@ -109,28 +109,38 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return centred * torch.rsqrt((variance + eps).clamp_min(eps))
 
 
-def mean_over_width(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, H, 1): the mean of each row, ``x.mean(dim=3, keepdim=True)``.
+def mean_of_last_axis(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The mean over the last axis of ``x`` (N, ..., L), reshaped to ``shape`` (N * ... elements).
 
-    Written as a mean over the last two dims of an (N, C*H, W, 1) view: XNNPACK takes only that
-    form (its global average pooling); a one-axis mean leaves the delegate.
+    Written as a mean over the last two dims of an (N, rows, L, 1) view: XNNPACK takes only that
+    form (its global average pooling); a one-axis mean or a ``sum`` leaves the delegate.
     """
-    n, c, h, w = x.shape
-    return x.reshape(n, c * h, w, 1).mean(dim=(2, 3), keepdim=True).reshape(n, c, h, 1)
+    rows = x.shape[1]
+    for size in x.shape[2:-1]:  # the product spelled as the callers did before: the same traced graph
+        rows = rows * size
+    return x.reshape(x.shape[0], rows, x.shape[-1], 1).mean(dim=(2, 3), keepdim=True).reshape(shape)
+
+
+def mean_over_width(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H, 1): the mean of each row, ``x.mean(dim=3, keepdim=True)``
+    (:func:`mean_of_last_axis`, which the delegates lower)."""
+    n, c, h, _ = x.shape
+    return mean_of_last_axis(x, (n, c, h, 1))
 
 
 def mean_over_height(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, 1, W): the mean of each column, ``x.mean(dim=2, keepdim=True)``
-    (as :func:`mean_over_width`, on the transposed tile)."""
-    n, c, h, w = x.shape
-    return x.transpose(2, 3).reshape(n, c * w, h, 1).mean(dim=(2, 3), keepdim=True).reshape(n, c, 1, w)
+    (:func:`mean_of_last_axis` of the transposed tile)."""
+    n, c, _, w = x.shape
+    return mean_of_last_axis(x.transpose(2, 3), (n, c, 1, w))
 
 
 def channel_mean_and_max(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, 2, H, W): CBAM's pooled pair ``[mean over C, max over C]``.
 
-    On an (N, H*W, C, 1) view: the mean as global average pooling, the max as a (C, 1) max
-    pooling, both XNNPACK operators (``amax`` and a one-axis mean are not).
+    On one (N, H*W, C, 1) view: the mean as global average pooling (as in
+    :func:`mean_of_last_axis`, written out since the max pooling shares the view), the max as a
+    (C, 1) max pooling, both XNNPACK operators (``amax`` and a one-axis mean are not).
     """
     n, c, h, w = x.shape
     pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c, 1)
@@ -168,12 +178,12 @@ def _l2_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``x / ||x||`` along the last dimension of a 3-D (B, T, d) tensor (plain ops; ``F.normalize``
     up to its eps handling).
 
-    The squared norm is ``d`` times the mean over the last two dims of a (B, T, d, 1) view, the
-    one reduction XNNPACK lowers (a ``sum`` leaves the delegate).
+    The squared norm is ``d`` times :func:`mean_of_last_axis` of the squares (a ``sum`` leaves
+    the XNNPACK delegate).
     """
     batch, tokens, depth = x.shape
-    mean_square = x.pow(2).reshape(batch, tokens, depth, 1).mean(dim=(2, 3), keepdim=True)
-    squared_norm = mean_square.reshape(batch, tokens, 1) * float(depth) + eps  # float: an int scalar adds a cast
+    mean_square = mean_of_last_axis(x.pow(2), (batch, tokens, 1))
+    squared_norm = mean_square * float(depth) + eps  # float: an int scalar adds a cast
     # Floored at eps for int8 graphs, as in instance_norm (no change in float).
     return x * torch.rsqrt(squared_norm.clamp_min(eps))
 
