@@ -417,6 +417,31 @@ def test_a_run_states_the_validation_inputs_own_psnr(pool_dir, tmp_path, capsys)
     assert "validation input" not in capsys.readouterr().err
 
 
+def test_a_fine_tune_validates_its_starting_weights(pool_dir, tmp_path, capsys):
+    """A run from model.weights states (and keeps in start.json, across a resume) the validation of
+    the weights it starts from: the level the fine-tune must beat. Here the first run's final weights,
+    whose end-of-run validation on the same held-out images is that very number."""
+    import re
+
+    first = train(config_from_dict(tiny_config(pool_dir, train={"iterations": 3, "ema_decay": None})),
+                  tmp_path / "first", progress=False)
+    assert first.start_val_psnr is None  # from scratch: nothing to compare with
+    capsys.readouterr()
+    raw = tiny_config(pool_dir, train={"iterations": 2, "ema_decay": None})
+    raw["model"]["weights"] = str(first.final_weights)
+    config = config_from_dict(raw)
+    train(config, tmp_path / "second", progress=False, stop_at=1)
+    said = re.search(r"validation of the starting weights: ([0-9.]+) dB", capsys.readouterr().err)
+    assert said and float(said.group(1)) == pytest.approx(first.best_val_psnr, abs=0.006)
+    record = json.loads((tmp_path / "second" / "start.json").read_text())
+    assert record["val_psnr"] == pytest.approx(first.validations[-1][1], abs=1e-5)
+    resumed = train(config, tmp_path / "second", progress=False, resume=True)
+    err = capsys.readouterr().err
+    assert "validation of the starting weights" not in err  # stated once, at the start
+    assert resumed.start_val_psnr == record["val_psnr"]
+    assert f"{record['val_psnr']:.2f} dB" in err.splitlines()[-1]  # the last line compares best and start
+
+
 def test_final_weights_load_through_the_registry(pool_dir, tmp_path):
     from zoo.registry import create_model
 

@@ -36,6 +36,7 @@ network), :mod:`zoo.train.checkpointing` (checkpoint state, atomic saves, resume
 from __future__ import annotations
 
 import hashlib
+import json
 import inspect
 import math
 import random
@@ -93,6 +94,8 @@ class TrainResult:
     final_ema_weights: Path | None
     best_weights: Path | None
     best_val_psnr: float | None
+    #: Validation PSNR (dB) of the weights the run started from (``model.weights`` set), else None.
+    start_val_psnr: float | None = None
     #: (iteration, loss) of every step this call ran; loss averaged over processes.
     losses: list[tuple[int, float]] = field(default_factory=list)
     #: (iteration, mean validation PSNR in dB) of every validation this call ran.
@@ -335,6 +338,8 @@ class _Run:
         self._setup_model(objective)
         self._setup_data()
         self.best_psnr: float | None = None
+        #: Validation PSNR of the starting weights (fine-tunes; kept in start.json across resumes).
+        self.start_psnr: float | None = None
         self.last_checkpoint: int | None = None
         self.config_dict = config.to_dict()
         self.metadata = {"zoo_model": self.identity, "zoo_config": config.name}
@@ -711,15 +716,13 @@ class _Run:
                   for item in self.validation]
         return float(sum(scores) / len(scores))
 
-    def validate(self, iteration: int) -> float:
-        """Mean PSNR (dB, outputs clamped to [0, 1]) on the validation images; saves a new best.
+    def validation_psnr(self) -> float:
+        """Mean PSNR (dB, outputs clamped to [0, 1]) of the evaluated model on the validation images.
 
         RGB for restoration; for super-resolution (a degradation with scale > 1) the literature's
         BT.601 Y channel with a border crop of the scale, as ``zoo eval`` measures it. Always in
         float32, whatever ``train.amp`` (comparable across runs, as ``zoo eval`` measures).
         """
-        from zoo.atomic import write_json
-        from zoo.checkpoints import save_weights
         from zoo.metrics import psnr
 
         from zoo.data.degradations import parse_degradation
@@ -738,7 +741,14 @@ class _Run:
                 restored = net(item.degraded.unsqueeze(0).to(self.device))
                 scores.append(psnr(restored.float().clamp(0, 1).cpu(), item.target.unsqueeze(0), **metric))
         net.train(was_training)
-        value = float(np.mean(scores))
+        return float(np.mean(scores))
+
+    def validate(self, iteration: int) -> float:
+        """:meth:`validation_psnr` at ``iteration``; saves the weights as ``best`` when it is a new best."""
+        from zoo.atomic import write_json
+        from zoo.checkpoints import save_weights
+
+        value = self.validation_psnr()
         if self.best_psnr is None or value > self.best_psnr:
             self.best_psnr = value
             save_weights(self.evaluated_weights(), self.out_dir / "best.safetensors",
@@ -812,6 +822,13 @@ class _Run:
                 if baseline is not None:
                     self.say(f"validation input (the degraded images as they are): {baseline:.2f} dB, "
                              "the level a model must beat")
+                if self.config.model.weights:  # a fine-tune: the level it must beat is where it starts
+                    self.start_psnr = self.validation_psnr()
+                    write_json(out_dir / START_RECORD, {**start_record(self.config.model),
+                                                        "val_psnr": self.start_psnr})
+                    self.say(f"validation of the starting weights: {self.start_psnr:.2f} dB")
+            elif self.validation and (out_dir / START_RECORD).is_file():
+                self.start_psnr = json.loads((out_dir / START_RECORD).read_text()).get("val_psnr")
             if progress:
                 self.bar = tqdm(total=tcfg.iterations, initial=start, desc=f"train {self.config.name}", unit="it",
                                 dynamic_ncols=True)
@@ -885,12 +902,15 @@ class _Run:
                                          metadata={**self.metadata, "iteration": str(stop), "weights": "ema"})
         its, patches_per_second = speed.iterations_per_second, speed.patches_per_second
         best = f"; best validation PSNR {self.best_psnr:.2f} dB" if self.best_psnr is not None else ""
+        if self.best_psnr is not None and self.start_psnr is not None:
+            best += (f" (from {self.start_psnr:.2f} dB at the start)" if self.best_psnr > self.start_psnr else
+                     f", not above the starting weights' {self.start_psnr:.2f} dB: they remain the better choice")
         where = f"; weights {final}" if final else f"; resume with --resume ({out_dir / CHECKPOINTS})"
         self.say(f"{'finished' if finished else 'stopped'} at iteration {stop}: {its:.3f} it/s, "
                  f"{patches_per_second:.2f} patches/s{best}{where}")
         best_path = out_dir / "best.safetensors"
         return TrainResult(out_dir=out_dir, iteration=stop, finished=finished, final_weights=final,
                            final_ema_weights=final_ema, best_weights=best_path if best_path.is_file() else None,
-                           best_val_psnr=self.best_psnr, losses=losses, validations=validations,
+                           best_val_psnr=self.best_psnr, start_val_psnr=self.start_psnr, losses=losses, validations=validations,
                            iterations_per_second=its, patches_per_second=patches_per_second,
                            phase_outputs=phase_outputs)
