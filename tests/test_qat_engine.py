@@ -252,3 +252,23 @@ def test_idsanet_trains_with_qat_on_window_multiples_with_finite_gradients(pool_
     raw["data"]["patch_size"] = 24
     with pytest.raises(ZooError, match="multiple of 8"):
         run_qat(raw, tmp_path / "refused")
+
+
+def test_a_qat_fine_tune_states_its_float_start_as_the_reference_not_a_rival(pool_dir, tmp_path, capsys):
+    """The starting weights are validated in float, the QAT run fake-quantized: the run says which is
+    which, and never calls the float start "the better choice" (it is not an int8 candidate)."""
+    import re
+
+    from zoo.checkpoints import save_weights
+    from zoo.train.models import build_model
+
+    raw = qat_config(pool_dir, {"start": 0}, train={"iterations": 3})
+    model, _ = build_model(config_from_dict(raw).model)
+    raw["model"]["weights"] = str(save_weights(model, tmp_path / "start.safetensors"))
+    result = run_qat(raw, tmp_path / "run")
+    err = capsys.readouterr().err
+    said = re.search(r"validation of the starting weights \(before the quantization phase\): ([0-9.]+) dB", err)
+    assert said and float(said.group(1)) == pytest.approx(result.start_val_psnr, abs=0.006)
+    last = [line for line in err.splitlines() if line.startswith("finished at iteration 3")]
+    assert last and f"(quantization; the starting weights before it: {result.start_val_psnr:.2f} dB)" in last[0]
+    assert "better choice" not in err

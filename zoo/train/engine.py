@@ -826,7 +826,8 @@ class _Run:
                     self.start_psnr = self.validation_psnr()
                     write_json(out_dir / START_RECORD, {**start_record(self.config.model),
                                                         "val_psnr": self.start_psnr})
-                    self.say(f"validation of the starting weights: {self.start_psnr:.2f} dB")
+                    before = f" (before the {self.phase.section} phase)" if self.phase is not None else ""
+                    self.say(f"validation of the starting weights{before}: {self.start_psnr:.2f} dB")
             elif self.validation and (out_dir / START_RECORD).is_file():
                 self.start_psnr = json.loads((out_dir / START_RECORD).read_text()).get("val_psnr")
             if progress:
@@ -902,7 +903,10 @@ class _Run:
                                          metadata={**self.metadata, "iteration": str(stop), "weights": "ema"})
         its, patches_per_second = speed.iterations_per_second, speed.patches_per_second
         best = f"; best validation PSNR {self.best_psnr:.2f} dB" if self.best_psnr is not None else ""
-        if self.best_psnr is not None and self.start_psnr is not None:
+        if self.best_psnr is not None and self.start_psnr is not None and self.phase is not None:
+            # The phase changes what is validated (QAT: fake-quantized), so the start is its reference, not a rival.
+            best += f" ({self.phase.section}; the starting weights before it: {self.start_psnr:.2f} dB)"
+        elif self.best_psnr is not None and self.start_psnr is not None:
             best += (f" (from {self.start_psnr:.2f} dB at the start)" if self.best_psnr > self.start_psnr else
                      f", not above the starting weights' {self.start_psnr:.2f} dB: they remain the better choice")
         where = f"; weights {final}" if final else f"; resume with --resume ({out_dir / CHECKPOINTS})"
