@@ -36,8 +36,8 @@ network), :mod:`zoo.train.checkpointing` (checkpoint state, atomic saves, resume
 from __future__ import annotations
 
 import hashlib
-import json
 import inspect
+import json
 import math
 import random
 import sys
@@ -824,8 +824,8 @@ class _Run:
                              "the level a model must beat")
                 if self.config.model.weights:  # a fine-tune: the level it must beat is where it starts
                     self.start_psnr = self.validation_psnr()
-                    write_json(out_dir / START_RECORD, {**start_record(self.config.model),
-                                                        "val_psnr": self.start_psnr})
+                    record = json.loads((out_dir / START_RECORD).read_text())  # written above (hashing once)
+                    write_json(out_dir / START_RECORD, {**record, "val_psnr": self.start_psnr})
                     before = f" (before the {self.phase.section} phase)" if self.phase is not None else ""
                     self.say(f"validation of the starting weights{before}: {self.start_psnr:.2f} dB")
             elif self.validation and (out_dir / START_RECORD).is_file():
@@ -915,6 +915,6 @@ class _Run:
         best_path = out_dir / "best.safetensors"
         return TrainResult(out_dir=out_dir, iteration=stop, finished=finished, final_weights=final,
                            final_ema_weights=final_ema, best_weights=best_path if best_path.is_file() else None,
-                           best_val_psnr=self.best_psnr, start_val_psnr=self.start_psnr, losses=losses, validations=validations,
-                           iterations_per_second=its, patches_per_second=patches_per_second,
+                           best_val_psnr=self.best_psnr, start_val_psnr=self.start_psnr, losses=losses,
+                           validations=validations, iterations_per_second=its, patches_per_second=patches_per_second,
                            phase_outputs=phase_outputs)
