@@ -801,8 +801,10 @@ class _Run:
         if self.main:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json(out_dir / "config.json", self.config_dict)
+            record = None
             if not (resumed and (out_dir / START_RECORD).is_file()):
-                write_json(out_dir / START_RECORD, start_record(self.config.model))
+                record = start_record(self.config.model)
+                write_json(out_dir / START_RECORD, record)
             csv_log = CsvLog(out_dir / "log.csv", start if resumed else None)
             tensorboard = open_tensorboard(out_dir)
             later = "".join(f"; from iteration {first}: batch {batch}, patch {size}"
@@ -824,7 +826,6 @@ class _Run:
                              "the level a model must beat")
                 if self.config.model.weights:  # a fine-tune: the level it must beat is where it starts
                     self.start_psnr = self.validation_psnr()
-                    record = json.loads((out_dir / START_RECORD).read_text())  # written above (hashing once)
                     write_json(out_dir / START_RECORD, {**record, "val_psnr": self.start_psnr})
                     before = f" (before the {self.phase.section} phase)" if self.phase is not None else ""
                     self.say(f"validation of the starting weights{before}: {self.start_psnr:.2f} dB")
@@ -903,12 +904,14 @@ class _Run:
                                          metadata={**self.metadata, "iteration": str(stop), "weights": "ema"})
         its, patches_per_second = speed.iterations_per_second, speed.patches_per_second
         best = f"; best validation PSNR {self.best_psnr:.2f} dB" if self.best_psnr is not None else ""
-        if self.best_psnr is not None and self.start_psnr is not None and self.phase is not None:
-            # The phase changes what is validated (QAT: fake-quantized), so the start is its reference, not a rival.
-            best += f" ({self.phase.section}; the starting weights before it: {self.start_psnr:.2f} dB)"
-        elif self.best_psnr is not None and self.start_psnr is not None:
-            best += (f" (from {self.start_psnr:.2f} dB at the start)" if self.best_psnr > self.start_psnr else
-                     f", not above the starting weights' {self.start_psnr:.2f} dB: they remain the better choice")
+        if self.best_psnr is not None and self.start_psnr is not None:
+            if self.phase is not None:
+                # The phase changes what is validated (QAT: fake-quantized): the start is its reference, not a rival.
+                best += f" ({self.phase.section}; the starting weights before it: {self.start_psnr:.2f} dB)"
+            elif self.best_psnr > self.start_psnr:
+                best += f" (from {self.start_psnr:.2f} dB at the start)"
+            else:
+                best += f", not above the starting weights' {self.start_psnr:.2f} dB: they remain the better choice"
         where = f"; weights {final}" if final else f"; resume with --resume ({out_dir / CHECKPOINTS})"
         self.say(f"{'finished' if finished else 'stopped'} at iteration {stop}: {its:.3f} it/s, "
                  f"{patches_per_second:.2f} patches/s{best}{where}")
